@@ -1,0 +1,23 @@
+"""The seed's SE + criss-cross-attention network in plain PyTorch (no Optuna in here)."""
+
+from model.closed_form import closed_form_stage, cross_softmax_mean
+from model.config import ACTIVATIONS, INITS, NetConfig
+from model.criss_cross import CrissCrossAttention
+from model.io import load_model, save_model
+from model.net import IMPLS, SECCANet, count_parameters
+from model.se_attention import SEAttention
+
+__all__ = [
+    "ACTIVATIONS",
+    "IMPLS",
+    "INITS",
+    "CrissCrossAttention",
+    "NetConfig",
+    "SEAttention",
+    "SECCANet",
+    "closed_form_stage",
+    "count_parameters",
+    "cross_softmax_mean",
+    "load_model",
+    "save_model",
+]

@@ -1,0 +1,59 @@
+"""Save and load a trained network as ``model.safetensors`` + ``config.json``; nothing is unpickled.
+
+    from model import load_model
+    net = load_model("runs/best")          # rebuilds SECCANet from config.json, loads the weights
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.config import NetConfig
+from model.net import SECCANet
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temp file in the same folder and rename it: readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(model: SECCANet, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, path)
+
+
+def save_model(model: SECCANet, folder: Path, *, extra: dict | None = None) -> None:
+    """Write weights and config (plus ``extra`` keys in config.json) into an existing folder."""
+    folder = Path(folder)
+    save_weights(model, folder / WEIGHTS)
+    payload = {"model": model.config.to_dict(), **(extra or {})}
+    write_text_atomic(folder / CONFIG, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def load_model(folder: Path, *, device: str | torch.device = "cpu", impl: str = "auto") -> SECCANet:
+    """Rebuild the network from ``folder/config.json`` and ``folder/model.safetensors``."""
+    folder = Path(folder)
+    config = NetConfig.from_dict(json.loads((folder / CONFIG).read_text(encoding="utf-8"))["model"])
+    model = SECCANet(config, impl=impl)
+    model.load_state_dict(load_file(str(folder / WEIGHTS), device="cpu"))
+    return model.to(device)

@@ -1,0 +1,1 @@
+"""Hyperparameter search for the seed's SE + criss-cross-attention network (Optuna-based)."""

@@ -1,0 +1,135 @@
+"""The training loop: device-resident batches, per-epoch held-out scoring, an ``on_epoch`` callback.
+
+It knows nothing of Optuna: the objective passes ``on_epoch`` to report and prune. Batches are index
+gathers from uint8 tensors already on the device, in a seeded permutation per epoch (shuffled, last
+partial batch kept, as the seed's DataLoader).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from search.data import normalize
+from search.devices import synchronize
+from search.errors import DivergedError
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+EVAL_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 1e-3
+    batch_size: int = 64
+    epochs: int = 10
+    optimizer: str = "adam"  # the seed's Adam
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # SGD only
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if not (self.lr > 0 and self.batch_size >= 1 and self.epochs >= 1 and self.weight_decay >= 0):
+            raise ValueError("lr > 0, batch_size >= 1, epochs >= 1 and weight_decay >= 0 are required")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EpochResult:
+    epoch: int  # 1-based
+    train_loss: float  # mean over the epoch's images
+    eval_loss: float  # held-out
+    eval_accuracy: float
+    seconds: float  # training + evaluation
+    train_images_per_second: float
+    step_losses: list[float] = field(default_factory=list, repr=False)
+
+
+def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = EVAL_BATCH):
+    """-> (mean cross-entropy, accuracy) over uint8 images ``x`` and labels ``y`` on the model's device."""
+    was_training = model.training
+    model.eval()
+    total_loss = torch.zeros((), device=x.device, dtype=torch.float64)
+    correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    for start in range(0, len(y), batch_size):
+        logits = model(normalize(x[start:start + batch_size]))
+        labels = y[start:start + batch_size]
+        total_loss += nn.functional.cross_entropy(logits.float(), labels, reduction="sum").double()
+        correct += (logits.argmax(1) == labels).sum()
+    model.train(was_training)
+    n = max(1, len(y))
+    return total_loss.item() / n, correct.item() / n
+
+
+def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor,
+        eval_y: torch.Tensor, config: TrainConfig, *, seed: int = 0,
+        on_epoch: Callable[[EpochResult], None] | None = None,
+        log: Callable[[str], None] | None = None, log_every: int = 100) -> list[EpochResult]:
+    """Train ``model`` in place; all tensors already on the model's device. Raises DivergedError."""
+    device = train_x.device
+    optimizer = make_optimizer(model.parameters(), config)
+    criterion = nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(seed)  # batch order: CPU generator, same on every device
+    n = len(train_y)
+    steps = math.ceil(n / config.batch_size)
+    # On accelerators, reading the loss every step would stall the queue; check every `check` steps.
+    check = 1 if device.type == "cpu" else 50
+    history: list[EpochResult] = []
+    model.train()
+    for epoch in range(1, config.epochs + 1):
+        start = time.perf_counter()
+        order = torch.randperm(n, generator=gen).to(device)
+        losses = torch.empty(steps, device=device)
+        checked = 0
+        for step in range(steps):
+            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+            loss = criterion(model(normalize(train_x[idx])), train_y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses[step] = loss.detach()
+            if (step + 1) % check == 0 or step + 1 == steps:
+                _check_finite(losses, checked, step + 1, epoch)
+                checked = step + 1
+            if log is not None and (step + 1) % log_every == 0:
+                log(f"Epoch[{epoch}/{config.epochs}],Step[{step + 1}/{steps}],Train Loss:{losses[step].item():.4f}")
+        synchronize(device)
+        train_seconds = time.perf_counter() - start
+        sizes = torch.full((steps,), float(config.batch_size), device=device)
+        sizes[-1] = n - (steps - 1) * config.batch_size
+        train_loss = float((losses * sizes).sum() / n)
+        eval_loss, eval_acc = evaluate(model, eval_x, eval_y)
+        if log is not None:
+            log(f"Epoch[{epoch}/{config.epochs}],Test Loss:{eval_loss:.4f}")
+        result = EpochResult(epoch, train_loss, eval_loss, eval_acc, time.perf_counter() - start,
+                             n / train_seconds, losses.tolist())
+        history.append(result)
+        if not math.isfinite(eval_loss):
+            raise DivergedError(epoch, steps, eval_loss)
+        if on_epoch is not None:
+            on_epoch(result)
+    return history
+
+
+def _check_finite(losses: torch.Tensor, begin: int, end: int, epoch: int) -> None:
+    bad = ~torch.isfinite(losses[begin:end])
+    if bool(bad.any()):
+        step = begin + int(bad.nonzero()[0, 0])
+        raise DivergedError(epoch, step + 1, float(losses[step]))

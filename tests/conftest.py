@@ -1,0 +1,40 @@
+"""Shared fixtures: small IDX files written on the fly, never the network or a GPU."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from search.idx import write_idx
+
+NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def make_idx_set(folder: Path, *, n_train: int = 200, n_test: int = 50, gz: bool = False, seed: int = 0) -> dict:
+    """Write four small, valid IDX files into ``folder``; return {name: sha256 of the raw bytes}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(seed)
+    arrays = {
+        NAMES[0]: torch.randint(0, 256, (n_train, 28, 28), generator=gen, dtype=torch.uint8),
+        NAMES[1]: torch.arange(n_train) % 10,
+        NAMES[2]: torch.randint(0, 256, (n_test, 28, 28), generator=gen, dtype=torch.uint8),
+        NAMES[3]: torch.arange(n_test) % 10,
+    }
+    digests = {}
+    for name, array in arrays.items():
+        path = folder / (name + (".gz" if gz else ""))
+        write_idx(path, array)
+        raw = folder / name
+        write_idx(raw, array) if gz else None
+        digests[name] = hashlib.sha256(raw.read_bytes()).hexdigest()
+        if gz:
+            raw.unlink()
+    return digests
+
+
+@pytest.fixture
+def idx_set():
+    return make_idx_set

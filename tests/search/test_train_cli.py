@@ -1,0 +1,49 @@
+"""`python -m search.train` end to end on synthetic data, and its bad inputs."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from model import load_model
+from search import train
+from search.cli import run_main
+
+
+def test_train_one_config_and_save(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = run_main(train.main, ["--dataset", "synthetic", "--train-subset", "300", "--val-size", "200",
+                                 "--epochs", "2", "--batch-size", "50", "--hidden-size", "16", "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "Epoch[2/2],Test Loss:" in text and "test loss" in text
+    net = load_model(out)
+    assert net.config.hidden_size == 16
+    assert net(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "argument --epochs: expected a positive integer, got '0'"),
+    (["--lr", "abc"], "argument --lr: expected a positive number, got 'abc'"),
+    (["--dataset", "cifar"], "argument --dataset: invalid choice: 'cifar'"),
+    (["--device", "tpu"], "error: --device 'tpu' is not a device; choose from auto, cpu, cuda, cuda:N, mps"),
+])
+def test_bad_flags_exit_2_without_traceback(argv, message):
+    proc = subprocess.run([sys.executable, "-m", "search.train", "--dataset", "synthetic", *argv],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_data_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    import search.data as data
+
+    monkeypatch.setattr(data, "_from_torchvision", lambda o, t: (_ for _ in ()).throw(RuntimeError("offline")))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no npm
+    code = run_main(train.main, ["--data-dir", str(tmp_path / "nothing"), "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith("error: mnist not found (no IDX files in")
+    assert not (tmp_path / "nothing").exists()
