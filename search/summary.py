@@ -1,0 +1,94 @@
+"""Human-readable lines about a study: one line per finished trial, and the end-of-run summary."""
+
+from __future__ import annotations
+
+import shlex
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search.storage import default_storage, redact
+
+
+def format_value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_params(params: dict) -> str:
+    return " ".join(f"{k}={format_value(v)}" for k, v in params.items())
+
+
+def trial_line(trial: FrozenTrial, metric_name: str) -> str:
+    state = trial.state.name
+    value = f"{metric_name} {trial.value:.4f}" if trial.value is not None else ""
+    if trial.state == TrialState.PRUNED and trial.intermediate_values:
+        step = max(trial.intermediate_values)
+        value = f"{metric_name} {trial.intermediate_values[step]:.4f} at epoch {step}"
+    seconds = trial.user_attrs.get("seconds")
+    if seconds is None and trial.datetime_complete and trial.datetime_start:
+        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    parts = [f"trial {trial.number:>3} {state:<8}", value, format_params(trial.params)]
+    if seconds is not None:
+        parts.append(f"{seconds:.1f} s")
+    if trial.state == TrialState.FAIL and trial.user_attrs.get("reason"):
+        parts.append(f"({trial.user_attrs['reason']})")
+    if trial.user_attrs.get("diagnosis"):
+        parts.append(f"[{trial.user_attrs['diagnosis']}]")
+    return "  ".join(p for p in parts if p)
+
+
+def seed_trial(study: optuna.Study) -> FrozenTrial | None:
+    for trial in study.get_trials(deepcopy=False):
+        if trial.user_attrs.get("seed_config"):
+            return trial
+    return None
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:  # no completed trial yet
+        return None
+
+
+def storage_args(study_name: str, storage: str) -> str:
+    args = f"--study-name {shlex.quote(study_name)}"
+    if storage != default_storage(study_name):
+        args += f" --storage {shlex.quote(storage)}"
+    return args
+
+
+def summary(study: optuna.Study, storage: str, metric_name: str) -> str:
+    trials = study.get_trials(deepcopy=False)
+    counts = {state: sum(t.state == state for t in trials) for state in TrialState}
+    lines = [f"study {study.study_name} ({redact(storage)}): {len(trials)} trials: "
+             + ", ".join(f"{counts[s]} {s.name.lower()}" for s in
+                         (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
+                         if counts[s] or s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))]
+    best = best_trial(study)
+    if best is None:
+        lines.append("no completed trial yet")
+    else:
+        lines.append(f"best: trial {best.number}, {metric_name} {best.value:.4f}")
+        width = max(len(k) for k in best.params)
+        lines += [f"  {k:<{width}}  {format_value(v)}" for k, v in best.params.items()]
+        for key in ("test_loss", "test_accuracy"):
+            if key in best.user_attrs:
+                lines.append(f"  ({key.replace('_', ' ')} {best.user_attrs[key]:.4f}, not used for tuning)")
+        seed = seed_trial(study)
+        if seed is not None and seed.value is not None and seed.number != best.number:
+            change = (best.value - seed.value) / abs(seed.value) * 100 if seed.value else 0.0
+            lines.append(f"seed config (trial {seed.number}): {metric_name} {seed.value:.4f}; best is {change:+.1f}%")
+        elif seed is not None and seed.number == best.number:
+            lines.append(f"the seed config (trial {seed.number}) is still the best")
+        elif seed is not None:
+            lines.append(f"seed config (trial {seed.number}): {seed.state.name.lower()}")
+    url = storage if "://" in storage else storage
+    lines += ["next:",
+              f"  optuna-dashboard {shlex.quote(url)}",
+              f"  python -m search.report {storage_args(study.study_name, storage)} -o report.html",
+              f"  python -m search.export {storage_args(study.study_name, storage)} -o best.json",
+              f"  python -m search.retrain best.json --out runs/{study.study_name}"]
+    return "\n".join(lines)
