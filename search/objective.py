@@ -18,6 +18,7 @@ import torch
 from model import SECCANet, count_parameters
 from search import space as search_space
 from search.data import Splits
+from search.diagnosis import diagnose_trial, note_markdown
 from search.errors import DivergedError
 from search.training import EpochResult, evaluate, fit
 
@@ -61,6 +62,7 @@ class Objective:
             if trial.should_prune():
                 reason = f"pruned at epoch {result.epoch}/{train_config.epochs}: {METRIC_NAMES[self.metric]} {value:.4f}"
                 trial.set_user_attr("reason", reason)
+                annotate(trial, {**curves, "reason": reason})
                 raise optuna.TrialPruned(reason)
 
         try:
@@ -69,6 +71,7 @@ class Objective:
         except DivergedError as exc:
             trial.set_user_attr("reason", str(exc))
             trial.set_user_attr("seconds", time.perf_counter() - start)
+            annotate(trial, {**curves, "reason": str(exc)}, diagnosis="not converging")
             raise  # listed in optimize(catch=...): the trial ends FAIL and the study goes on
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: Optuna marks the trial FAIL and re-raises
             trial.set_user_attr("reason", "interrupted (Ctrl-C or SIGTERM)")
@@ -79,11 +82,22 @@ class Objective:
         trial.set_user_attr("images_per_second", sum(speeds) / len(speeds))  # training throughput
         trial.set_user_attr("test_loss", test_loss)
         trial.set_user_attr("test_accuracy", test_acc)
+        annotate(trial, curves)
         last = history[-1]
         value = last.eval_loss if self.metric == "loss" else last.eval_accuracy
         if not math.isfinite(value):
             raise DivergedError(last.epoch, 0, value)
         return value
+
+
+def annotate(trial: optuna.Trial, attrs: dict, diagnosis: str | None = None) -> None:
+    """Store the fit diagnosis as a user attribute and as the trial's note in optuna-dashboard."""
+    from optuna_dashboard import save_note  # imported here: only the search needs the dashboard package
+
+    diagnosis = diagnosis or diagnose_trial(attrs)
+    if diagnosis:
+        trial.set_user_attr("diagnosis", diagnosis)
+    save_note(trial, note_markdown(trial.number, attrs, diagnosis))
 
 
 def catchable() -> tuple[type[Exception], ...]:

@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from model import IMPLS
 from search import space as search_space
-from search.cli import EXIT_INTERRUPTED, add_data_args, data_options, positive_float, positive_int, run_main
+from search.cli import (EXIT_INTERRUPTED, add_compile_arg, add_data_args, apply_compile_flag, data_options,
+                         positive_float, positive_int, run_main)
 from search.data import load_splits
 from search.devices import resolve_device
 from search.errors import UsageError
@@ -82,6 +83,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seeds the split, sampler, init and batch order (default: 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--impl", choices=IMPLS, default="auto", help="attention implementation (default: auto)")
+    add_compile_arg(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="print per-epoch lines in the seed's format")
     add_data_args(parser)
     return parser
@@ -138,6 +140,7 @@ def main(argv=None) -> int:
     check_study_name(args.study_name)
     storage_url = check_storage_url(args.storage or default_storage(args.study_name))
     device = resolve_device(args.device)
+    apply_compile_flag(args.compile, device)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own per-trial lines replace Optuna's
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     data = load_splits(data_options(args))  # before the storage: a data error leaves no empty study behind

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from model import IMPLS, NetConfig, SECCANet, count_parameters, save_model
-from search.cli import add_data_args, data_options, positive_float, positive_int, run_main
+from search.cli import (add_compile_arg, add_data_args, apply_compile_flag, data_options, positive_float,
+                         positive_int, run_main)
 from search.data import load_splits
 from search.devices import resolve_device
 from search.errors import UsageError
@@ -33,6 +34,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--impl", choices=IMPLS, default="auto",
                         help="attention implementation; same function either way (default: auto)")
+    add_compile_arg(parser)
     parser.add_argument("--seed", type=int, default=0, help="seeds the split, the init and the batch order (default: 0)")
     parser.add_argument("--out", type=Path, default=None, help="save model.safetensors + config.json here (default: none)")
     add_data_args(parser)
@@ -44,6 +46,7 @@ def main(argv=None) -> int:
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out} exists and is not a folder; choose another path")
     device = resolve_device(args.device)
+    apply_compile_flag(args.compile, device)
     data = load_splits(data_options(args)).to(device)
     torch.manual_seed(args.seed)
     model = SECCANet(NetConfig(hidden_size=args.hidden_size), impl=args.impl).to(device)

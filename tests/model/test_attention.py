@@ -84,3 +84,33 @@ def test_config_rejects_bad_values():
         NetConfig(cca_channels=4)
     with pytest.raises(ValueError, match="unknown model config keys: colour"):
         NetConfig.from_dict({"colour": 1})
+
+
+def test_parameter_names_map_one_to_one_to_the_seed_net():
+    from model.seed_net import Net
+
+    seed = Net(784, 128, 10).state_dict()
+    ours = SECCANet(NetConfig()).state_dict()
+    assert set(seed) == set(ours)
+    for name in seed:
+        if not name.startswith("se.fc"):  # the seed's SE layers have zero width (1 // 8 == 0)
+            assert seed[name].shape == ours[name].shape, name
+
+
+def test_seed_net_and_ours_agree_when_the_se_gate_is_the_seeds_constant():
+    from model.seed_net import Net
+
+    torch.manual_seed(0)
+    seed = Net(784, 128, 10)
+    with torch.no_grad():
+        seed.cca.gamma.fill_(0.7)
+    ours = SECCANet(NetConfig())
+    state = {k: v for k, v in seed.state_dict().items() if not k.startswith("se.fc")}
+    # se.fc.2 weight 0 -> sigmoid(0) = 0.5, the seed's constant gate
+    state.update({"se.fc.0.weight": torch.zeros(1, 1), "se.fc.2.weight": torch.zeros(1, 1)})
+    ours.load_state_dict(state)
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        for impl in ("reference", "closed-form"):
+            ours.impl = impl
+            torch.testing.assert_close(ours(x), seed(x), rtol=1e-4, atol=1e-5)

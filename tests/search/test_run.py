@@ -189,3 +189,15 @@ def test_sigterm_fails_the_running_trial_and_exits_130(tmp_path):
     states = [t.state for t in study.trials]
     assert TrialState.RUNNING not in states and states[-1] == TrialState.FAIL
     assert study.trials[-1].user_attrs["reason"] == "interrupted (Ctrl-C or SIGTERM)"
+
+
+@pytest.mark.parametrize("name", run.SAMPLERS)
+def test_every_sampler_runs(name):
+    study = optuna.create_study(sampler=run.make_sampler(name, 0))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_int("n", 1, 4), n_trials=4)
+    assert len(study.trials) == 4
+
+
+@pytest.mark.parametrize("name", run.PRUNERS)
+def test_every_pruner_builds(name):
+    assert isinstance(run.make_pruner(name), optuna.pruners.BasePruner)

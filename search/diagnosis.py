@@ -1,0 +1,98 @@
+"""Fit diagnosis from a trial's curves, after the seed's sections 1.2 (what curves show) and 1.3 (remedies).
+
+The rules, checked in this order on per-epoch mean train loss ``train`` and held-out loss ``held``
+(n epochs; C classes; chance-level loss is ln C):
+
+1. not converging   a curve is empty or non-finite, or the last train loss is above half of ln C
+                    (2.303 for 10 classes: the network barely beats guessing).
+2. overfitting      n >= 3, the held-out loss bottomed out at an earlier epoch e*, ended more than 10%
+                    above that minimum, and the train loss kept falling after e*.
+3. oscillating      n >= 4 and, over the last ``WINDOW`` epochs, the held-out loss changes direction at
+                    least twice with a fluctuation (mean |epoch-to-epoch change| / mean held-out loss)
+                    above 5%.
+4. underfitting     the last train loss is above 0.25 and the held-out loss is within 25% of it (no
+                    generalisation gap to blame: the model itself is too weak or too short-trained).
+5. good fit         none of the above.
+
+``fluctuation`` is also what ``search.compare`` reports as the seed's "less stable", made a number.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+NOT_CONVERGING = "not converging"
+OVERFITTING = "overfitting"
+OSCILLATING = "oscillating"
+UNDERFITTING = "underfitting"
+GOOD_FIT = "good fit"
+
+REMEDIES = {
+    OVERFITTING: "data augmentation, early stopping, dropout, a lower learning rate, fewer epochs",
+    UNDERFITTING: "a deeper or wider network, non-linear activations such as ReLU, more epochs",
+    OSCILLATING: "less data augmentation, a lower learning rate",
+    GOOD_FIT: "nothing to fix: this is the fit to keep",
+    NOT_CONVERGING: "check the data set and the model (and try a lower learning rate)",
+}
+
+WINDOW = 5
+OVERFIT_RISE = 0.10
+OSCILLATION_LEVEL = 0.05
+UNDERFIT_LOSS = 0.25
+UNDERFIT_GAP = 0.25
+
+
+def fluctuation(held: Sequence[float], window: int = WINDOW) -> float:
+    """Mean absolute epoch-to-epoch change of the last ``window`` held-out losses, relative to their mean."""
+    tail = list(held)[-window:]
+    if len(tail) < 2:
+        return 0.0
+    steps = [abs(b - a) for a, b in zip(tail, tail[1:])]
+    mean = sum(tail) / len(tail)
+    return (sum(steps) / len(steps)) / mean if mean > 0 else 0.0
+
+
+def direction_changes(values: Sequence[float]) -> int:
+    signs = [1 if b > a else -1 for a, b in zip(values, values[1:]) if b != a]
+    return sum(1 for a, b in zip(signs, signs[1:]) if a != b)
+
+
+def diagnose(train: Sequence[float], held: Sequence[float], *, num_classes: int = 10) -> str:
+    train, held = list(train), list(held)
+    if not train or not held or not all(math.isfinite(v) for v in train + held):
+        return NOT_CONVERGING
+    if train[-1] > 0.5 * math.log(num_classes):
+        return NOT_CONVERGING
+    n = len(held)
+    best = min(range(n), key=held.__getitem__)
+    if n >= 3 and best < n - 1 and held[-1] > held[best] * (1 + OVERFIT_RISE) and train[-1] < train[best]:
+        return OVERFITTING
+    tail = held[-WINDOW:]
+    if n >= 4 and direction_changes(tail) >= 2 and fluctuation(held) > OSCILLATION_LEVEL:
+        return OSCILLATING
+    if train[-1] > UNDERFIT_LOSS and held[-1] - train[-1] < UNDERFIT_GAP * train[-1]:
+        return UNDERFITTING
+    return GOOD_FIT
+
+
+def diagnose_trial(user_attrs: dict) -> str | None:
+    """The diagnosis of a stored trial, or None when it has no curves (e.g. failed before epoch 1)."""
+    train, held = user_attrs.get("train_loss"), user_attrs.get("eval_loss")
+    if not train and not held:
+        return None
+    return diagnose(train or [], held or [])
+
+
+def note_markdown(trial_number: int, user_attrs: dict, diagnosis: str | None) -> str:
+    """The trial's note in optuna-dashboard: diagnosis, remedy and the per-epoch curves."""
+    lines = [f"## Trial {trial_number}"]
+    if diagnosis:
+        lines += [f"**Fit diagnosis: {diagnosis}.** Remedies (seed, section 1.3): {REMEDIES[diagnosis]}.", ""]
+    if user_attrs.get("reason"):
+        lines += [f"Ended early: {user_attrs['reason']}", ""]
+    train, held, acc = (user_attrs.get(k, []) for k in ("train_loss", "eval_loss", "eval_accuracy"))
+    if held:
+        lines += ["| epoch | train loss | held-out loss | held-out accuracy |", "|---:|---:|---:|---:|"]
+        lines += [f"| {i + 1} | {t:.4f} | {h:.4f} | {a:.4f} |" for i, (t, h, a) in enumerate(zip(train, held, acc))]
+    return "\n".join(lines) + "\n"

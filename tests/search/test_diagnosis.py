@@ -1,0 +1,54 @@
+"""The fit diagnosis on constructed curves: one case per class, plus the boundaries."""
+
+import math
+
+import pytest
+
+from search.diagnosis import (GOOD_FIT, NOT_CONVERGING, OSCILLATING, OVERFITTING, REMEDIES, UNDERFITTING, diagnose,
+                              fluctuation, note_markdown)
+
+
+@pytest.mark.parametrize("train, held, expected", [
+    ([0.5, 0.2, 0.1, 0.06, 0.04], [0.3, 0.15, 0.10, 0.09, 0.085], GOOD_FIT),
+    ([0.4, 0.15, 0.08, 0.04, 0.02, 0.01], [0.2, 0.10, 0.08, 0.09, 0.11, 0.13], OVERFITTING),
+    ([0.4, 0.2, 0.15, 0.12, 0.1, 0.09], [0.2, 0.12, 0.16, 0.11, 0.15, 0.10], OSCILLATING),
+    ([1.0, 0.7, 0.6, 0.55], [0.9, 0.68, 0.6, 0.56], UNDERFITTING),
+    ([2.30, 2.30, 2.29], [2.30, 2.31, 2.30], NOT_CONVERGING),
+    ([0.5, float("nan")], [0.3, float("nan")], NOT_CONVERGING),
+    ([], [], NOT_CONVERGING),
+])
+def test_each_class(train, held, expected):
+    assert diagnose(train, held) == expected
+    assert REMEDIES[expected]
+
+
+def test_overfitting_needs_a_real_rise_and_falling_train_loss():
+    held = [0.2, 0.10, 0.105, 0.108]  # +8%: under the 10% threshold
+    assert diagnose([0.4, 0.1, 0.05, 0.03], held) == GOOD_FIT
+    assert diagnose([0.4, 0.1, 0.05, 0.03], [0.2, 0.10, 0.105, 0.111]) == OVERFITTING
+    # held-out rises but training also got worse: not overfitting (that is instability)
+    assert diagnose([0.4, 0.1, 0.12, 0.15], [0.2, 0.10, 0.12, 0.15]) != OVERFITTING
+
+
+def test_underfitting_threshold_and_gap():
+    assert diagnose([0.8, 0.3, 0.26], [0.7, 0.3, 0.27]) == UNDERFITTING
+    assert diagnose([0.8, 0.3, 0.24], [0.7, 0.3, 0.25]) == GOOD_FIT  # train loss under 0.25
+    assert diagnose([0.9, 0.5, 0.3], [0.9, 0.6, 0.45]) == GOOD_FIT  # a 50% gap: not the model's capacity
+
+
+def test_not_converging_at_half_chance_level():
+    half = 0.5 * math.log(10)
+    assert diagnose([2.0, half + 0.01], [2.0, half]) == NOT_CONVERGING
+    assert diagnose([2.0, half - 0.01], [2.0, half - 0.02]) != NOT_CONVERGING
+
+
+def test_fluctuation_is_relative_and_uses_the_last_epochs():
+    assert fluctuation([1.0, 1.0, 1.0]) == 0.0
+    assert fluctuation([0.10, 0.12, 0.10, 0.12]) == pytest.approx(0.02 / 0.11)
+    assert fluctuation([5.0, 0.10, 0.12, 0.10, 0.12, 0.10], window=5) == pytest.approx(0.02 / 0.108)
+
+
+def test_note_lists_diagnosis_remedy_and_curves():
+    note = note_markdown(3, {"train_loss": [0.5, 0.2], "eval_loss": [0.3, 0.25], "eval_accuracy": [0.9, 0.92]},
+                         GOOD_FIT)
+    assert "**Fit diagnosis: good fit.**" in note and "| 2 | 0.2000 | 0.2500 | 0.9200 |" in note
