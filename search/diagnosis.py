@@ -14,6 +14,8 @@ The rules, checked in this order on per-epoch mean train loss ``train`` and held
                     generalisation gap to blame: the model itself is too weak or too short-trained).
 5. good fit         none of the above.
 
+A stored trial with fewer than 2 epochs (pruned early) gets no diagnosis unless it is not converging.
+
 ``fluctuation`` is also what ``search.compare`` reports as the seed's "less stable", made a number.
 """
 
@@ -77,11 +79,13 @@ def diagnose(train: Sequence[float], held: Sequence[float], *, num_classes: int 
 
 
 def diagnose_trial(user_attrs: dict) -> str | None:
-    """The diagnosis of a stored trial, or None when it has no curves (e.g. failed before epoch 1)."""
-    train, held = user_attrs.get("train_loss"), user_attrs.get("eval_loss")
-    if not train and not held:
+    """The diagnosis of a stored trial, or None when its curves are too short to tell (fewer than 2
+    epochs, e.g. pruned after its first epoch) unless they already show it is not converging."""
+    train, held = user_attrs.get("train_loss") or [], user_attrs.get("eval_loss") or []
+    verdict = diagnose(train, held)
+    if len(held) < 2 and verdict != NOT_CONVERGING:
         return None
-    return diagnose(train or [], held or [])
+    return verdict
 
 
 def note_markdown(trial_number: int, user_attrs: dict, diagnosis: str | None) -> str:

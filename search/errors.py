@@ -24,10 +24,13 @@ class DataError(SearchError):
     exit_code = 2
 
 
+EXIT_STORAGE = 3
+
+
 class StorageError(SearchError):
     """The study storage cannot be opened or written."""
 
-    exit_code = 3
+    exit_code = EXIT_STORAGE
 
 
 class TrainingError(SearchError):

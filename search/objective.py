@@ -23,6 +23,8 @@ from search.errors import DivergedError
 from search.training import EpochResult, evaluate, fit
 
 METRICS = ("loss", "accuracy")
+# Test-only knob: seconds to sleep after each epoch, so fault tests can kill a worker mid-trial.
+SLOW_EPOCH_S = float(os.environ.get("SE_CCA_TEST_SLOW_EPOCH", "0"))
 METRIC_NAMES = {"loss": "held-out loss", "accuracy": "held-out accuracy"}
 DIRECTIONS = {"loss": "minimize", "accuracy": "maximize"}
 
@@ -38,10 +40,12 @@ class Objective:
     log: Callable[[str], None] | None = None  # per-epoch seed-style lines (-v)
 
     def __call__(self, trial: optuna.Trial) -> float:
-        net_config, train_config = search_space.suggest(trial, self.space)
+        # Who runs the trial, recorded first: a journal storage has no heartbeat, so the next run
+        # fails and retries RUNNING trials whose process is gone (search.recovery).
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("device", str(self.device))
+        net_config, train_config = search_space.suggest(trial, self.space)
         torch.manual_seed(self.seed + trial.number)  # init differs per trial, reproducible per study
         model = SECCANet(net_config, impl=self.impl).to(self.device)
         trial.set_user_attr("n_params", count_parameters(model))
@@ -59,6 +63,8 @@ class Objective:
                 trial.set_user_attr(key, values)  # stored every epoch: pruned trials keep their curves
             value = result.eval_loss if self.metric == "loss" else result.eval_accuracy
             trial.report(value, result.epoch)
+            if SLOW_EPOCH_S:
+                time.sleep(SLOW_EPOCH_S)
             if trial.should_prune():
                 reason = f"pruned at epoch {result.epoch}/{train_config.epochs}: {METRIC_NAMES[self.metric]} {value:.4f}"
                 trial.set_user_attr("reason", reason)

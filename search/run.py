@@ -19,7 +19,6 @@ import time
 import warnings
 
 import optuna
-from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from tqdm import tqdm
 
@@ -31,8 +30,12 @@ from search.data import load_splits
 from search.devices import resolve_device
 from search.errors import UsageError
 from search.objective import DIRECTIONS, METRIC_NAMES, METRICS, Objective, catchable
-from search.storage import check_storage_url, check_study_name, default_storage, open_storage, storage_error
-from search.summary import summary, trial_line
+from search.recovery import fail_stale, recover
+from search.storage import (HEARTBEAT_INTERVAL_S, check_storage_url, check_study_name, default_storage, open_storage,
+                            redact, retry_on_race, storage_errors)
+from search.workers import run_worker_processes
+from search.plots import learning_curves
+from search.summary import best_trial, seed_trial, summary, trial_line
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
@@ -53,8 +56,9 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
     if name == "median":
-        # Five full trials before pruning, and never on the first (noisiest) epoch.
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+        # Five full trials before any pruning; after that a trial can be pruned from its first epoch on
+        # (on MNIST the first epoch already ranks configurations well, and it is the cheapest to stop).
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=search_space.max_epochs(),
                                               reduction_factor=3)
@@ -85,6 +89,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--impl", choices=IMPLS, default="auto", help="attention implementation (default: auto)")
     add_compile_arg(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="print per-epoch lines in the seed's format")
+    parser.add_argument("--workers", type=positive_int, default=1,
+                        help="worker processes on this machine, one trial each at a time (default: 1)")
+    parser.add_argument("--devices", default=None,
+                        help="comma-separated devices assigned to workers round-robin, e.g. cuda:0,cuda:1 "
+                             "(default: --device for every worker)")
+    parser.add_argument("--heartbeat-interval", type=positive_int, default=HEARTBEAT_INTERVAL_S,
+                        help="seconds between RDB heartbeats; a trial silent for 3 intervals is failed and "
+                             f"retried (default: {HEARTBEAT_INTERVAL_S})")
+    parser.add_argument("--create-only", action="store_true",
+                        help="create the study (and enqueue the seed trial), then exit: start workers after")
     add_data_args(parser)
     return parser
 
@@ -105,58 +119,115 @@ def versions() -> dict:
 
 
 def open_study(args: argparse.Namespace, storage_url: str, data_sizes: dict) -> optuna.Study:
-    storage = open_storage(storage_url)
+    """Create the study (once: the process that creates it sets its attributes and enqueues the seed
+    trial), or load it and refuse settings that would make its trials incomparable."""
+    storage = open_storage(storage_url, heartbeat_interval=args.heartbeat_interval)
     identity = study_identity(args)
-    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    if args.study_name in existing:
-        old = existing[args.study_name].user_attrs.get("identity")
+    n_before = 0
+    try:
+        study = retry_on_race(lambda: optuna.create_study(
+            study_name=args.study_name, storage=storage, direction=DIRECTIONS[args.metric],
+            sampler=make_sampler(args.sampler, args.seed), pruner=make_pruner(args.pruner)))
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=args.study_name, storage=storage, sampler=None,
+                                  pruner=make_pruner(args.pruner))
+        old = study.user_attrs.get("identity")
         if old is not None and old != identity:
             diff = ", ".join(f"{k} {old.get(k)!r} -> {identity.get(k)!r}" for k in identity if old.get(k) != identity[k])
             raise UsageError(f"study {args.study_name!r} was run with other settings ({diff}); trials would not be "
-                             "comparable: use another --study-name, or the study's own settings")
-    n_before = existing[args.study_name].n_trials if args.study_name in existing else 0
-    # Offset the sampler's seed by the trials already there, so a resumed run does not replay the
-    # random start-up points of the first run.
-    study = optuna.create_study(study_name=args.study_name, storage=storage, direction=DIRECTIONS[args.metric],
-                                sampler=make_sampler(args.sampler, args.seed + n_before),
-                                pruner=make_pruner(args.pruner), load_if_exists=True)
-    if args.study_name not in existing:
-        study.set_metric_names([METRIC_NAMES[args.metric]])
-        study.set_user_attr("identity", identity)
-        study.set_user_attr("split_sizes", data_sizes)
-        study.set_user_attr("versions", versions())
-        study.set_user_attr("space_ranges", search_space.ranges(args.space))
-        if not args.no_seed_trial:
-            study.enqueue_trial(search_space.seed_params(args.space), user_attrs={"seed_config": True})
+                             "comparable: use another --study-name, or the study's own settings") from None
+        n_before = len(study.trials)
+        # Offset the sampler's seed by the trials already there, so a resumed run does not replay the
+        # random start-up points of the first run.
+        study.sampler = make_sampler(args.sampler, args.seed + n_before)
+        return study
+    study.set_metric_names([METRIC_NAMES[args.metric]])
+    study.set_user_attr("identity", identity)
+    study.set_user_attr("split_sizes", data_sizes)
+    study.set_user_attr("versions", versions())
+    study.set_user_attr("space_ranges", search_space.ranges(args.space))
+    if not args.no_seed_trial:
+        study.enqueue_trial(search_space.seed_params(args.space), user_attrs={"seed_config": True})
     return study
 
 
-def raise_keyboard_interrupt(signum, frame):
+def publish_learning_curves(study: optuna.Study) -> None:
+    """Optuna's intermediate values hold one metric; put the best and seed-config trials' train/held-out
+    loss and accuracy curves into optuna-dashboard as a study figure."""
+    from optuna_dashboard import save_plotly_graph_object
+
+    curves = {}
+    for trial, role in ((best_trial(study), "best"), (seed_trial(study), "seed config")):
+        if trial is not None and trial.user_attrs.get("eval_loss"):
+            curves.setdefault(trial.number, (f"trial {trial.number} ({role})", trial.user_attrs))
+    curves = dict(curves.values())
+    if curves:
+        save_plotly_graph_object(study, learning_curves(curves), graph_object_id="learning-curves")
+
+
+def interrupt_once(signum, frame):
+    """SIGINT/SIGTERM -> one KeyboardInterrupt; later signals are ignored, so a second Ctrl-C cannot cut
+    short Optuna's marking of the interrupted trial as FAIL."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
+
+
+def run_trials(study: optuna.Study, objective, *, budget: int, timeout: float | None, on_trial) -> None:
+    """Run trials one at a time until the study holds ``budget`` finished-or-running trials (a total
+    across reruns, workers and machines) or ``timeout`` seconds have passed."""
+    start = time.monotonic()
+    while timeout is None or time.monotonic() - start < timeout:
+        fail_stale(study)  # heartbeat check: a dead worker's trial must not hold a budget slot
+        trials = study.get_trials(deepcopy=False)
+        if sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in trials) >= budget:
+            return
+        study.optimize(objective, n_trials=1, catch=catchable(), callbacks=[on_trial])
 
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     check_study_name(args.study_name)
     storage_url = check_storage_url(args.storage or default_storage(args.study_name))
-    device = resolve_device(args.device)
-    apply_compile_flag(args.compile, device)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own per-trial lines replace Optuna's
+    devices = [resolve_device(d) for d in args.devices.split(",")] if args.devices else [resolve_device(args.device)]
+    # Our own per-trial lines (with the reason of a failure) replace Optuna's warnings and tracebacks.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     data = load_splits(data_options(args))  # before the storage: a data error leaves no empty study behind
     sizes = data.sizes()
-    data = data.to(device)
-    try:
+    with storage_errors(storage_url):
         study = open_study(args, storage_url, sizes)
-    except UsageError:
-        raise
-    except Exception as exc:
-        raise storage_error(exc, storage_url) from exc
+        reaped = recover(study)
+    if reaped:
+        print(f"failed and re-enqueued trial(s) {', '.join(map(str, reaped))}: their worker process is gone")
     metric_name = METRIC_NAMES[args.metric]
+    if args.create_only:
+        print(f"study {args.study_name} is ready in {redact(storage_url)}; start workers with the same command "
+              "without --create-only")
+        return 0
     done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
-    remaining = args.n_trials - done
-    print(f"study {args.study_name}: {done} of {args.n_trials} trials done; training on {device}, "
-          f"{sizes['train']} images, scored on {sizes['held_out']} {args.eval_on} images", flush=True)
+    where = ", ".join(str(d) for d in devices)
+    print(f"study {args.study_name}: {done} of {args.n_trials} trials done; training on {where} "
+          f"({args.workers} worker{'s' if args.workers > 1 else ''}), {sizes['train']} images, scored on "
+          f"{sizes['held_out']} {args.eval_on} images", flush=True)
+    start = time.perf_counter()
+    with storage_errors(storage_url):
+        if args.workers > 1:
+            code = run_worker_processes(args, storage_url, devices, study)
+        else:
+            code = run_in_process(args, devices[0], data, study, done)
+        publish_learning_curves(study)
+        print(f"\n{summary(study, storage_url, metric_name)}")
+    print(f"wall time {time.perf_counter() - start:.1f} s")
+    if code == EXIT_INTERRUPTED:
+        print(f"interrupted: running trials were marked FAIL; run the same command to continue to "
+              f"{args.n_trials} trials", file=sys.stderr)
+    return code
+
+
+def run_in_process(args, device, data, study: optuna.Study, done: int) -> int:
+    apply_compile_flag(args.compile, device)
+    metric_name = METRIC_NAMES[args.metric]
     bar = tqdm(total=args.n_trials, initial=min(done, args.n_trials), unit="trial", desc="trials",
                dynamic_ncols=True, file=sys.stderr, disable=None)
 
@@ -164,30 +235,17 @@ def main(argv=None) -> int:
         bar.write(trial_line(trial, metric_name))
         bar.update(1)
 
-    objective = Objective(data=data, device=device, space=args.space, metric=args.metric, seed=args.seed,
-                          impl=args.impl, log=bar.write if args.verbose else None)
-    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
-    interrupted = False
-    start = time.perf_counter()
+    objective = Objective(data=data.to(device), device=device, space=args.space, metric=args.metric,
+                          seed=args.seed, impl=args.impl, log=bar.write if args.verbose else None)
+    previous = {sig: signal.signal(sig, interrupt_once) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if remaining > 0:
-            study.optimize(objective, n_trials=remaining, timeout=args.timeout, catch=catchable(),
-                           callbacks=[MaxTrialsCallback(args.n_trials, states=FINISHED), on_trial])
+        run_trials(study, objective, budget=args.n_trials, timeout=args.timeout, on_trial=on_trial)
     except KeyboardInterrupt:
-        interrupted = True
-    except Exception as exc:
-        if type(exc).__module__.startswith(("sqlalchemy", "optuna.exceptions")) or "Storage" in type(exc).__name__:
-            raise storage_error(exc, storage_url) from exc
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        bar.close()
-    print(f"\n{summary(study, storage_url, metric_name)}")
-    print(f"wall time {time.perf_counter() - start:.1f} s")
-    if interrupted:
-        print(f"interrupted: the running trial was marked FAIL; run the same command to continue to "
-              f"{args.n_trials} trials", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        bar.close()
     return 0
 
 

@@ -26,6 +26,8 @@ r, so the knob cannot change the network (it would only dilute the sampler).
 
 from __future__ import annotations
 
+import os
+
 from model import ACTIVATIONS, NetConfig
 from search.training import OPTIMIZERS, TrainConfig
 
@@ -43,6 +45,11 @@ DROPOUT = (0.0, 0.5)
 
 # The seed's own configuration, enqueued as every new study's first trial.
 SEED_PARAMS = {"hidden_size": 128, "lr": 1e-3, "batch_size": 64, "epochs": 10}
+# Test-only knob: "LOW,HIGH" shrinks the epochs range (and the seed trial's epochs) so that the
+# subprocess tests of the fault suite run in seconds.
+if os.environ.get("SE_CCA_TEST_EPOCHS"):
+    EPOCHS = tuple(int(v) for v in os.environ["SE_CCA_TEST_EPOCHS"].split(","))
+    SEED_PARAMS["epochs"] = EPOCHS[1]
 SEED_PARAMS_EXTENDED = {**SEED_PARAMS, "optimizer": "adam", "cca_channels": 64, "activation": "relu",
                         "init": "default", "dropout": 0.0}
 

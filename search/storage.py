@@ -1,26 +1,46 @@
 """Storage URLs: validate them before anything is created, then open them the way Optuna recommends.
 
-Accepted: ``sqlite:///path.db`` (the default, ``sqlite:///studies/<study-name>.db``),
-``postgresql[+driver]://...`` and ``mysql[+driver]://...`` (Optuna's RDBStorage). SQLite files are
-checked before Optuna sees them: Optuna silently adds its tables to any valid SQLite file and gives raw
-SQLAlchemy errors on others, so a wrong ``--storage`` could damage a user's file.
+Accepted:
+- ``sqlite:///path.db`` (the default, ``sqlite:///studies/<study-name>.db``): one machine, a few workers;
+- ``journal:path`` or a plain ``path.log``: Optuna's journal file, the recommended backend for many
+  workers on one machine (optuna-dashboard opens the file directly);
+- ``postgresql[+driver]://...`` and ``mysql[+driver]://...``: many machines (Optuna's RDBStorage).
+
+SQLite files are checked before Optuna sees them: Optuna silently adds its tables to any valid SQLite
+file and gives raw SQLAlchemy errors on others, so a wrong ``--storage`` could damage a user's file.
+RDB storages run with Optuna's heartbeat (a killed worker's trial is failed and retried with the same
+params) and, for servers, ``pool_pre_ping`` so workers reconnect after a database restart.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import random
 import re
 import sqlite3
+import time
+import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from search.errors import StorageError, UsageError, one_line, root_cause
 
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
+JOURNAL_PREFIX = "journal:"
+STORAGE_MODULES = ("sqlalchemy", "sqlite3", "psycopg2", "psycopg", "pymysql", "MySQLdb")
+HEARTBEAT_INTERVAL_S = 10  # RDB heartbeat; a trial silent for 3 intervals is failed and retried
+CREATE_ATTEMPTS = 6  # retries with jitter when several workers create tables or the study at once
 SQLITE_MAGIC = b"SQLite format 3\x00"
 OPTUNA_TABLES = {"studies", "trials", "version_info"}
-SQLITE_TIMEOUT_S = 60  # generous busy timeout: several workers may write at once
+# Generous busy timeout: several workers may write at once. SE_CCA_SQLITE_TIMEOUT overrides it (the
+# fault tests use a short one to provoke "database is locked").
+SQLITE_TIMEOUT_S = float(os.environ.get("SE_CCA_SQLITE_TIMEOUT", "60"))
 
 
 def check_study_name(name: str) -> str:
@@ -40,17 +60,46 @@ def sqlite_path(url: str) -> Path | None:
     return None
 
 
+def journal_path(url: str) -> Path | None:
+    if url.startswith(JOURNAL_PREFIX):
+        return Path(url[len(JOURNAL_PREFIX):])
+    if "://" not in url and url.endswith(".log"):
+        return Path(url)
+    return None
+
+
 def check_storage_url(url: str) -> str:
+    journal = journal_path(url)
+    if journal is not None:
+        check_journal_file(journal)
+        return url
     scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
     if scheme not in RDB_SCHEMES:
         raise UsageError(f"--storage {url!r} is not a supported storage URL; use sqlite:///PATH.db, "
-                         "postgresql://USER@HOST/DB or mysql://USER@HOST/DB")
+                         "journal:PATH.log, postgresql://USER@HOST/DB or mysql://USER@HOST/DB")
     if scheme == "sqlite":
         path = sqlite_path(url)
         if path is None or str(path) in ("", ":memory:"):
             raise UsageError(f"--storage {url!r}: give a file, e.g. sqlite:///studies/NAME.db")
         check_sqlite_file(path)
     return url
+
+
+def check_journal_file(path: Path) -> None:
+    if str(path) in ("", "."):
+        raise UsageError("--storage journal: give a file, e.g. journal:studies/NAME.log")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory, not a journal file; give a .log file path")
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as fh:
+        first = fh.readline(1 << 16)
+    try:
+        ok = isinstance(json.loads(first), dict)
+    except (ValueError, UnicodeDecodeError):
+        ok = False
+    if not ok:
+        raise UsageError(f"{path}: not an Optuna journal file; choose another --storage path")
 
 
 def check_sqlite_file(path: Path) -> None:
@@ -69,12 +118,17 @@ def check_sqlite_file(path: Path) -> None:
     if header != SQLITE_MAGIC:
         raise UsageError(f"{path}: not a SQLite database (so not an Optuna study); choose another --storage path")
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=SQLITE_TIMEOUT_S)
         try:
             tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             ok = con.execute("PRAGMA quick_check").fetchone()[0]
         finally:
             con.close()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):  # another process holds a write lock longer than the busy timeout
+            raise storage_error(exc, f"sqlite:///{path}") from None
+        raise UsageError(f"{path}: damaged SQLite database ({exc}); restore it from a copy or choose another "
+                         "--storage path") from None
     except sqlite3.DatabaseError as exc:
         raise UsageError(f"{path}: damaged SQLite database ({exc}); restore it from a copy or choose another "
                          "--storage path") from None
@@ -86,22 +140,83 @@ def check_sqlite_file(path: Path) -> None:
                          "choose another --storage path")
 
 
-def open_storage(url: str, *, heartbeat: bool = False) -> optuna.storages.BaseStorage:
-    """Create the parent folder of a SQLite file, then open the storage. Errors -> StorageError."""
-    path = sqlite_path(url)
-    engine_kwargs = {}
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+def open_storage(url: str, *, heartbeat_interval: int | None = HEARTBEAT_INTERVAL_S) -> optuna.storages.BaseStorage:
+    """Create the parent folder of a file storage, then open it. Errors -> StorageError (real cause)."""
+    journal = journal_path(url)
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        if journal is not None:
+            journal.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(journal)))
+        path = sqlite_path(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+        else:
+            engine_kwargs = {"pool_pre_ping": True}  # reconnect after a database restart
+        heartbeat = {}
+        if heartbeat_interval:
+            heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": 3 * heartbeat_interval,
+                         "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=3)}
+        return retry_on_race(lambda: RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat))
+    except StorageError:
+        raise
     except Exception as exc:  # SQLAlchemy and driver errors: report the real cause in one line
         raise storage_error(exc, url) from exc
 
 
+def is_creation_race(exc: BaseException) -> bool:
+    """Several processes creating tables or a study at the same instant ("already exists", unique
+    violations): harmless, the other process won; try again."""
+    text = f"{exc} {root_cause(exc)}".lower()
+    return any(s in text for s in ("already exists", "unique", "duplicate", "uniqueviolation", "duplicateobject"))
+
+
+def retry_on_race(make, attempts: int = CREATE_ATTEMPTS):
+    for attempt in range(attempts):
+        try:
+            return make()
+        except Exception as exc:
+            if attempt == attempts - 1 or not is_creation_race(exc):
+                raise
+            time.sleep(random.uniform(0.05, 0.5) * (attempt + 1))  # jitter, so racers spread out
+
+
 def storage_error(exc: BaseException, url: str) -> StorageError:
     cause = root_cause(exc)
-    return StorageError(f"storage {redact(url)} failed: {one_line(cause)}")
+    return StorageError(f"storage {redact(url)} failed: {one_line(cause)}; completed trials are kept, fix the cause "
+                        "and run the same command to resume")
+
+
+def is_storage_failure(exc: BaseException) -> bool:
+    """Whether an exception escaping Optuna came from the storage. Optuna hides the real cause
+    ("database is locked", a full disk, a dropped connection) behind StorageInternalError, and a failed
+    final tell can even surface as AssertionError or UnboundLocalError; walk the chain and the frames."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (optuna.exceptions.StorageInternalError, OSError)):
+            return True
+        if type(exc).__module__.split(".")[0] in STORAGE_MODULES:
+            return True
+        frames = traceback.extract_tb(exc.__traceback__)
+        if isinstance(exc, (AssertionError, UnboundLocalError)) and any(
+                "optuna/storages" in f.filename or "optuna/study/_tell" in f.filename for f in frames):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+@contextmanager
+def storage_errors(url: str):
+    """Turn a storage failure escaping Optuna into one StorageError line naming the real cause."""
+    try:
+        yield
+    except (StorageError, UsageError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if is_storage_failure(exc):
+            raise storage_error(exc, url) from exc
+        raise
 
 
 def redact(url: str) -> str:

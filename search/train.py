@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     print(f"test loss {test_loss:.4f}, accuracy {test_acc:.4f}")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        save_model(model, args.out, extra={"train": config.to_dict()})
+        save_model(model, args.out, extra={"train": config.to_dict(), "data": data_options(args).identity()})
         print(f"saved {args.out}/model.safetensors and config.json")
     return 0
 

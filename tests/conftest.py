@@ -38,3 +38,33 @@ def make_idx_set(folder: Path, *, n_train: int = 200, n_test: int = 50, gz: bool
 @pytest.fixture
 def idx_set():
     return make_idx_set
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A PostgreSQL server for the whole session. Required in CI (.ci/run installs it); elsewhere the
+    tests that need it are skipped with the reason when the binaries are missing."""
+    import os
+
+    from tests.pg import PostgresServer, pg_bindir
+
+    if pg_bindir() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL binaries are missing; .ci/run must install Debian's postgresql")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("psycopg2 is missing; install the project with the [postgres] extra")
+        pytest.skip("psycopg2 is not installed (pip install -e '.[postgres]')")
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    # Not under pytest's tmp dir: that is private to root (0700) and the server runs as `postgres`.
+    root = Path(tempfile.mkdtemp(prefix="se-cca-pg-"))
+    server = PostgresServer(root).start()
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)

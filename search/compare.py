@@ -1,0 +1,97 @@
+"""Compare two configurations the way the seed's section 1.7 does: params, curves, final values, stability.
+
+    python -m search.compare 0 14                     # trial numbers of the default study
+    python -m search.compare best.json seed.json -o compare.html
+
+Each of A and B is a trial number (of --study-name / --storage) or a file written by search.export.
+"Fluctuation" is the seed's "less stable" as a number: the mean absolute epoch-to-epoch change of the
+held-out loss over the last 5 epochs, relative to its mean there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from search.cli import run_main
+from search.diagnosis import WINDOW, diagnose, fluctuation
+from search.errors import UsageError
+from search.export import trial_record
+from search.outputs import check_output_file
+from search.plots import learning_curves, table_html, write_html
+from search.studies import add_study_args, load_existing_study, pick_trial, storage_url_of
+from search.trial_file import read_json
+
+
+def resolve(ref: str, args, cache: dict) -> dict:
+    """A trial number or an exported file -> the exported-trial record."""
+    if ref.isdigit():
+        if "study" not in cache:
+            cache["study"] = load_existing_study(args.study_name, storage_url_of(args))
+        study = cache["study"]
+        return trial_record(study, pick_trial(study, int(ref)))
+    path = Path(ref)
+    if not path.exists():
+        raise UsageError(f"{ref!r} is neither a trial number nor an existing exported file")
+    record = read_json(path)
+    if "params" not in record or "curves" not in record:
+        raise UsageError(f"{path}: not an exported trial (needs params and curves); use `python -m search.export`")
+    return record
+
+
+def stats(record: dict) -> dict:
+    c = record.get("curves", {})
+    held, train, acc = c.get("eval_loss", []), c.get("train_loss", []), c.get("eval_accuracy", [])
+    best = min(range(len(held)), key=held.__getitem__) if held else None
+    return {
+        "epochs run": len(held),
+        "final train loss": train[-1] if train else None,
+        "final held-out loss": held[-1] if held else None,
+        "final held-out accuracy": acc[-1] if acc else None,
+        "best held-out loss (epoch)": f"{held[best]:.4f} ({best + 1})" if held else None,
+        f"fluctuation, last {WINDOW} epochs": f"{fluctuation(held):.1%}" if held else None,
+        "diagnosis": diagnose(train, held) if held else None,
+        "test accuracy": record.get("test_accuracy"),
+    }
+
+
+def label(record: dict, ref: str) -> str:
+    number = record.get("trial_number")
+    return f"{ref} (trial {number})" if number is not None and not ref.isdigit() else f"trial {ref}"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m search.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("a", help="trial number or exported JSON file")
+    parser.add_argument("b", help="trial number or exported JSON file")
+    add_study_args(parser)
+    parser.add_argument("-o", "--output", type=Path, default=Path("compare.html"), help="HTML output (default: compare.html)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    check_output_file(args.output)
+    cache: dict = {}
+    a, b = resolve(args.a, args, cache), resolve(args.b, args, cache)
+    la, lb = label(a, args.a), label(b, args.b)
+    names = list(dict.fromkeys([*a["params"], *b["params"]]))
+    rows = [[n, a["params"].get(n), b["params"].get(n)] for n in names]
+    sa, sb = stats(a), stats(b)
+    rows += [[k, sa[k], sb[k]] for k in sa]
+    width = max(len(str(r[0])) for r in rows)
+    fmt = lambda v: "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+    col = max(len(la), len(lb), *(len(fmt(r[1])) for r in rows), *(len(fmt(r[2])) for r in rows))
+    print(f"{'':<{width}}  {la:>{col}}  {lb:>{col}}")
+    for name, va, vb in rows:
+        print(f"{name:<{width}}  {fmt(va):>{col}}  {fmt(vb):>{col}}")
+    fig = learning_curves({la: a.get("curves", {}), lb: b.get("curves", {})})
+    write_html(args.output, f"{la} vs {lb}", [("side by side", table_html(["", la, lb], rows, sortable=False)),
+                                              ("learning curves", fig)])
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

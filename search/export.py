@@ -1,0 +1,86 @@
+"""Export the best (or a chosen) trial of a study as JSON, ready for ``search.retrain``.
+
+    python -m search.export -o best.json
+    python -m search.export --study-name quick --trial 7 -o trial7.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from optuna.trial import FixedTrial
+
+from model.io import write_text_atomic
+from search import space as search_space
+from search.cli import non_negative_int, run_main
+from search.errors import UsageError
+from search.objective import METRIC_NAMES
+from search.outputs import check_output_file
+from search.storage import redact
+from search.studies import add_study_args, load_existing_study, pick_trial, storage_url_of
+from search.trial_file import FORMAT
+
+
+def trial_record(study, trial) -> dict:
+    """Everything needed to retrain, verify or compare one trial, as plain JSON."""
+    identity = study.user_attrs.get("identity", {})
+    space = identity.get("space", "default")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net, train = search_space.suggest(FixedTrial(trial.params), space)
+    metric = identity.get("metric", "loss")
+    record = {
+        "format": FORMAT,
+        "study_name": study.study_name,
+        "trial_number": trial.number,
+        "state": trial.state.name,
+        "metric": metric,
+        "metric_name": METRIC_NAMES.get(metric, metric),
+        "direction": study.direction.name.lower(),
+        "value": trial.value,
+        "space": space,
+        "params": dict(trial.params),
+        "model": net.to_dict(),
+        "train": train.to_dict(),
+        "data": {k: identity.get(k) for k in ("dataset", "val_size", "train_subset", "eval_on", "seed")},
+        "seed": identity.get("seed", 0),
+        "curves": {k: trial.user_attrs.get(k, []) for k in ("train_loss", "eval_loss", "eval_accuracy")},
+        "versions": study.user_attrs.get("versions", {}),
+    }
+    for key in ("test_loss", "test_accuracy", "reason", "diagnosis"):
+        if key in trial.user_attrs:
+            record[key] = trial.user_attrs[key]
+    return record
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m search.export", description=__doc__.splitlines()[0])
+    add_study_args(parser)
+    parser.add_argument("--trial", type=non_negative_int, default=None, help="trial number (default: the best)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("best.json"), help="output file (default: best.json)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    check_output_file(args.output)
+    url = storage_url_of(args)
+    study = load_existing_study(args.study_name, url)
+    if "identity" not in study.user_attrs:
+        raise UsageError(f"study {args.study_name!r} was not made by search.run (no identity attribute)")
+    trial = pick_trial(study, args.trial)
+    record = trial_record(study, trial)
+    record["storage"] = redact(url)
+    write_text_atomic(args.output, json.dumps(record, indent=2) + "\n")
+    value = "no value" if trial.value is None else f"{record['metric_name']} {trial.value:.4f}"
+    print(f"wrote {args.output}: trial {trial.number} ({trial.state.name.lower()}, {value})")
+    print(f"next: python -m search.retrain {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

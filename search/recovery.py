@@ -1,0 +1,57 @@
+"""Never leave a trial RUNNING: fail the trials of dead workers and retry them with the same params.
+
+- RDB storages (SQLite, PostgreSQL, MySQL) have Optuna's heartbeat: ``fail_stale`` fails trials whose
+  worker stopped beating (after the grace period) and Optuna's retry callback enqueues them again.
+- Journal files have no heartbeat: every trial records its host and pid (``user_attrs``), and
+  ``reap_dead_trials`` fails RUNNING trials of this host whose process is gone, then enqueues a retry.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import optuna
+from optuna.storages import RDBStorage, fail_stale_trials
+from optuna.trial import TrialState
+
+KEEP_ON_RETRY = ("seed_config",)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def reap_dead_trials(study: optuna.Study, pids: set[int] | None = None) -> list[int]:
+    """FAIL + retry RUNNING trials of this host whose worker process is gone (only ``pids`` if given)."""
+    host = socket.gethostname()
+    reaped = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = trial.user_attrs.get("pid")
+        if trial.user_attrs.get("host") != host or pid is None or pid == os.getpid():
+            continue
+        if (pids is not None and pid not in pids) or (pids is None and pid_alive(pid)):
+            continue
+        study._storage.set_trial_user_attr(trial._trial_id, "reason", f"worker process {pid} died; retried")
+        study.tell(trial.number, state=TrialState.FAIL)
+        kept = {k: trial.user_attrs[k] for k in KEEP_ON_RETRY if k in trial.user_attrs}
+        study.enqueue_trial(trial.params, user_attrs={**kept, "retry_of": trial.number})
+        reaped.append(trial.number)
+    return reaped
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """Run Optuna's heartbeat check now (RDB only), so stale trials do not hold budget slots."""
+    if isinstance(study._storage, RDBStorage) and study._storage.is_heartbeat_enabled():
+        fail_stale_trials(study)
+
+
+def recover(study: optuna.Study) -> list[int]:
+    fail_stale(study)
+    return reap_dead_trials(study)

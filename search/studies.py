@@ -1,0 +1,61 @@
+"""Open an existing study for reading (export, report, compare, dashboard), never creating one.
+
+Every problem is one ``UsageError`` line: a missing study file, a study name that is not in the
+storage (the names that are there are listed), a trial number that does not exist, no completed trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search.errors import UsageError
+from search.storage import check_storage_url, check_study_name, default_storage, open_storage, sqlite_path
+
+
+def add_study_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study-name", default="se-cca-mnist", help="study name (default: se-cca-mnist)")
+    parser.add_argument("--storage", default=None,
+                        help="Optuna storage URL (default: sqlite:///studies/<study-name>.db)")
+
+
+def storage_url_of(args: argparse.Namespace) -> str:
+    check_study_name(args.study_name)
+    return check_storage_url(args.storage or default_storage(args.study_name))
+
+
+def load_existing_study(study_name: str, storage_url: str) -> optuna.Study:
+    path = sqlite_path(storage_url)
+    if path is not None and not path.is_file():
+        raise UsageError(f"no study file {path}; run `python -m search.run --study-name {study_name}` first, "
+                         "or pass --storage")
+    storage = open_storage(storage_url, heartbeat_interval=None)  # reading only: no trials to keep alive
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if study_name not in names:
+        there = ", ".join(names) if names else "none"
+        raise UsageError(f"no study named {study_name!r} in {storage_url} (studies there: {there})")
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+    """The trial ``number``, or the best trial when ``number`` is None."""
+    trials = study.get_trials(deepcopy=False)
+    if number is None:
+        if not completed_trials(study):
+            raise UsageError(f"study {study.study_name!r} has no completed trial yet ({len(trials)} trials); "
+                             "let `python -m search.run` finish one, or pick one with --trial N")
+        return study.best_trial
+    match = [t for t in trials if t.number == number]
+    if not match:
+        span = f"0..{trials[-1].number}" if trials else "none"
+        raise UsageError(f"trial {number} does not exist in study {study.study_name!r} (trials: {span})")
+    trial = match[0]
+    if trial.state in (TrialState.RUNNING, TrialState.WAITING):
+        raise UsageError(f"trial {number} is {trial.state.name}; pick a finished trial")
+    return trial

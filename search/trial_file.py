@@ -1,0 +1,138 @@
+"""The exported-trial JSON file: what ``search.export`` writes and ``search.retrain`` validates.
+
+Validation happens before any training and names the first problem in one line: JSON syntax (with
+line and column), unknown or missing keys, wrong types, and values outside the study's search space
+(with the allowed range or choices).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+from optuna.trial import FixedTrial
+
+from model import NetConfig
+from search import space as search_space
+from search.data import DATASETS, EVAL_ON, DataOptions
+from search.errors import UsageError
+from search.training import TrainConfig
+
+FORMAT = "se-cca-search/trial@1"
+REQUIRED = {"format": str, "space": str, "params": dict, "data": dict}
+OPTIONAL = {"study_name": str, "storage": str, "trial_number": int, "state": str, "metric": str,
+            "metric_name": str, "direction": str, "value": (float, int, type(None)), "model": dict, "train": dict,
+            "seed": int, "curves": dict, "test_loss": (float, int), "test_accuracy": (float, int),
+            "versions": dict, "reason": str, "diagnosis": str}
+DATA_KEYS = {"dataset": str, "val_size": int, "train_subset": (int, type(None)), "eval_on": str, "seed": int}
+TYPE_NAMES = {str: "a string", dict: "an object", int: "an integer", float: "a number", bool: "true/false"}
+
+
+def _type_name(expected) -> str:
+    types = expected if isinstance(expected, tuple) else (expected,)
+    return " or ".join("null" if t is type(None) else TYPE_NAMES.get(t, t.__name__) for t in types)
+
+
+def _check_type(where: str, value, expected) -> None:
+    types = expected if isinstance(expected, tuple) else (expected,)
+    if isinstance(value, bool) and bool not in types:  # JSON true is not an integer here
+        raise UsageError(f"{where} must be {_type_name(expected)}, got {json.dumps(value)}")
+    if not isinstance(value, types):
+        raise UsageError(f"{where} must be {_type_name(expected)}, got {json.dumps(value)}")
+
+
+def read_json(path: Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file; write one with `python -m search.export -o {path}`") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read it ({exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a JSON object at the top level")
+    return data
+
+
+def check_params(params: dict, space: str, where: str = "params") -> tuple[NetConfig, TrainConfig]:
+    """Every param known, typed and inside the space; conditional params only where they apply."""
+    ranges = search_space.ranges(space)
+    for name, value in params.items():
+        if name not in ranges:
+            raise UsageError(f"{where}.{name} is not a parameter of the {space!r} space "
+                             f"(parameters: {', '.join(ranges)})")
+        spec = ranges[name]
+        if "choices" in spec:
+            if value not in spec["choices"] or isinstance(value, bool):
+                raise UsageError(f"{where}.{name} = {json.dumps(value)} is not allowed; choose from "
+                                 f"{', '.join(json.dumps(c) for c in spec['choices'])}")
+            continue
+        numeric = (int,) if spec["type"] == "int" else (int, float)
+        if isinstance(value, bool) or not isinstance(value, numeric) or not math.isfinite(value):
+            raise UsageError(f"{where}.{name} must be {'an integer' if spec['type'] == 'int' else 'a number'}, "
+                             f"got {json.dumps(value)}")
+        if not spec["low"] <= value <= spec["high"]:
+            raise UsageError(f"{where}.{name} = {value} is outside the search space [{spec['low']}, {spec['high']}]")
+    trial = FixedTrial(params)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            net, train = search_space.suggest(trial, space)
+    except ValueError as exc:  # FixedTrial: "The value of the parameter 'x' is not found."
+        missing = str(exc).split("'")[1] if "'" in str(exc) else str(exc)
+        raise UsageError(f"{where} is missing {missing!r}, which the {space!r} space needs here") from None
+    unused = sorted(set(params) - set(trial.params))
+    if unused:
+        raise UsageError(f"{where}.{unused[0]} does not apply with these params (e.g. momentum is for "
+                         "optimizer sgd, weight_decay for adamw and sgd); remove it")
+    return net, train
+
+
+def validate(data: dict, path: Path) -> tuple[NetConfig, TrainConfig, DataOptions]:
+    for key in data:
+        if key not in REQUIRED and key not in OPTIONAL:
+            raise UsageError(f"{path}: unknown key {key!r} (allowed: {', '.join([*REQUIRED, *OPTIONAL])})")
+    for key, expected in REQUIRED.items():
+        if key not in data:
+            raise UsageError(f"{path}: missing key {key!r}; export the file with `python -m search.export`")
+        _check_type(f"{path}: {key}", data[key], expected)
+    for key, expected in OPTIONAL.items():
+        if key in data:
+            _check_type(f"{path}: {key}", data[key], expected)
+    if data["format"] != FORMAT:
+        raise UsageError(f"{path}: format {data['format']!r} is not {FORMAT!r}")
+    if data["space"] not in search_space.SPACES:
+        raise UsageError(f"{path}: space {data['space']!r} is unknown; choose from {', '.join(search_space.SPACES)}")
+    for key in data["data"]:
+        if key not in DATA_KEYS:
+            raise UsageError(f"{path}: unknown key data.{key} (allowed: {', '.join(DATA_KEYS)})")
+    for key, expected in DATA_KEYS.items():
+        if key not in data["data"]:
+            raise UsageError(f"{path}: missing key data.{key}")
+        _check_type(f"{path}: data.{key}", data["data"][key], expected)
+    d = data["data"]
+    if d["dataset"] not in DATASETS:
+        raise UsageError(f"{path}: data.dataset {d['dataset']!r} is unknown; choose from {', '.join(DATASETS)}")
+    if d["eval_on"] not in EVAL_ON:
+        raise UsageError(f"{path}: data.eval_on {d['eval_on']!r} is unknown; choose from {', '.join(EVAL_ON)}")
+    net, train = check_params(data["params"], data["space"], where=f"{path}: params")
+    for key, resolved in (("model", net.to_dict()), ("train", train.to_dict())):
+        if key in data and data[key] != resolved:
+            diff = next(k for k in resolved if data[key].get(k) != resolved[k])
+            raise UsageError(f"{path}: {key}.{diff} = {json.dumps(data[key].get(diff))} disagrees with the params "
+                             f"({json.dumps(resolved[diff])}); edit params, not {key}")
+    options = DataOptions(dataset=d["dataset"], val_size=d["val_size"] or None, train_subset=d["train_subset"],
+                          eval_on=d["eval_on"], seed=d["seed"])
+    return net, train, options
+
+
+def load_trial_file(path: Path) -> tuple[dict, NetConfig, TrainConfig, DataOptions]:
+    data = read_json(path)
+    net, train, options = validate(data, Path(path))
+    return data, net, train, options

@@ -1,0 +1,119 @@
+"""Several worker processes on one machine, sharing one study (``search.run --workers N``).
+
+The parent creates the storage and the study before any worker starts (several processes creating
+the same study at once crash Optuna), then spawns N processes; each loads the data once onto its
+device (``--devices`` round-robin) and runs one trial at a time until the study total is reached.
+SIGINT/SIGTERM to the parent stops every worker: each marks its running trial FAIL and exits; the
+parent waits for all of them (no orphans), kills any that hang, and fails their trials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import signal
+import sys
+
+import optuna
+import torch
+
+from search.cli import EXIT_INTERRUPTED
+from search.errors import EXIT_STORAGE, one_line, root_cause
+from search.storage import is_storage_failure
+
+STOP_GRACE_S = 60  # how long a stopped worker may take to mark its trial FAIL before it is killed
+
+
+def worker_entry(arg_dict: dict, storage_url: str, device_name: str, threads: int, index: int) -> None:
+    """One worker process (spawned): exit 0 when the budget is reached, 130 interrupted, 3 storage failure."""
+    from search.cli import apply_compile_flag, data_options
+    from search.data import load_splits
+    from search.devices import resolve_device
+    from search.objective import METRIC_NAMES, Objective
+    from search.run import interrupt_once, make_pruner, make_sampler, run_trials
+    from search.storage import open_storage
+    from search.summary import trial_line
+
+    signal.signal(signal.SIGINT, interrupt_once)
+    signal.signal(signal.SIGTERM, interrupt_once)
+    args = argparse.Namespace(**arg_dict)
+    torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines replace Optuna's warnings
+    import warnings
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    prefix = f"[worker {index}]"
+    try:
+        device = resolve_device(device_name)
+        apply_compile_flag(args.compile, device)
+        data = load_splits(data_options(args), log=lambda msg: None).to(device)
+        storage = open_storage(storage_url, heartbeat_interval=args.heartbeat_interval)
+        n_before = len(storage.get_all_trials(storage.get_study_id_from_name(args.study_name), deepcopy=False))
+        # Each worker its own sampler seed, so workers do not propose the same random start-up points.
+        study = optuna.load_study(study_name=args.study_name, storage=storage,
+                                  sampler=make_sampler(args.sampler, args.seed + n_before + 7919 * (index + 1)),
+                                  pruner=make_pruner(args.pruner))
+        metric_name = METRIC_NAMES[args.metric]
+        objective = Objective(data=data, device=device, space=args.space, metric=args.metric, seed=args.seed,
+                              impl=args.impl, log=(lambda line: print(f"{prefix} {line}", flush=True))
+                              if args.verbose else None)
+        run_trials(study, objective, budget=args.n_trials, timeout=args.timeout,
+                   on_trial=lambda s, t: print(f"{prefix} {trial_line(t, metric_name)}", flush=True))
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:
+        if is_storage_failure(exc):
+            print(f"{prefix} error: storage failed: {one_line(root_cause(exc))}", file=sys.stderr, flush=True)
+            sys.exit(EXIT_STORAGE)
+        print(f"{prefix} error: {one_line(exc)}", file=sys.stderr, flush=True)
+        sys.exit(getattr(exc, "exit_code", 1))
+
+
+def run_worker_processes(args: argparse.Namespace, storage_url: str, devices: list, study: optuna.Study) -> int:
+    from search.recovery import reap_dead_trials
+
+    ctx = multiprocessing.get_context("spawn")  # no forked CUDA state, no inherited locks
+    threads = max(1, (os.cpu_count() or 1) // args.workers)  # share the cores, do not oversubscribe
+    procs = [ctx.Process(target=worker_entry, name=f"worker-{i}",
+                         args=(vars(args), storage_url, str(devices[i % len(devices)]), threads, i))
+             for i in range(args.workers)]
+    stopping = []
+
+    def stop(signum, frame):
+        if not stopping:
+            stopping.append(signum)
+            for p in procs:
+                if p.is_alive():
+                    os.kill(p.pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            while p.is_alive():
+                p.join(timeout=0.5)
+                if stopping and p.is_alive():
+                    p.join(timeout=STOP_GRACE_S)
+                    if p.is_alive():
+                        p.kill()  # hung: its trial is failed below
+                        p.join()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    reap_dead_trials(study, pids={p.pid for p in procs})
+    codes = [p.exitcode for p in procs]
+    if stopping or EXIT_INTERRUPTED in codes:
+        return EXIT_INTERRUPTED
+    failed = [c for c in codes if c not in (0, None)]
+    if failed:
+        code = EXIT_STORAGE if EXIT_STORAGE in failed else (failed[0] if failed[0] > 0 else 1)
+        print(f"error: {len(failed)} of {len(procs)} workers failed (exit codes {sorted(set(failed))}); "
+              "completed trials are kept; run the same command to resume", file=sys.stderr)
+        return code
+    return 0

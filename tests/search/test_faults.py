@@ -1,0 +1,290 @@
+"""The fault suite: workers, crashes, signals, storage failures, PostgreSQL, pickle safety.
+
+Every fault ends with the same invariants: no trial left RUNNING, unique trial numbers, the completed
+trials' params and values unchanged by the fault, SQLite `PRAGMA integrity_check` ok, and the expected
+exit code and message. Trials are tiny (synthetic data, 1-2 epochs); SE_CCA_TEST_SLOW_EPOCH slows an
+epoch down so a worker can be killed mid-trial.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import resource
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+FAST = ["--dataset", "synthetic", "--train-subset", "100", "--val-size", "100", "--pruner", "none",
+        "--heartbeat-interval", "1"]
+ENV = {**os.environ, "PYTHONPATH": os.getcwd(), "SE_CCA_TEST_EPOCHS": "1,2"}
+
+
+def cli(storage: str, *args: str, env: dict | None = None, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "search.run", "--study-name", "f", "--storage", storage, *FAST,
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**ENV, **(env or {})}, **popen)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def load(storage: str) -> optuna.Study:
+    if storage.endswith(".log") or storage.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = storage.removeprefix("journal:")
+        return optuna.load_study(study_name="f", storage=JournalStorage(JournalFileBackend(path)))
+    return optuna.load_study(study_name="f", storage=storage)
+
+
+def completed(study) -> dict:
+    return {t.number: (t.params, t.value) for t in study.trials if t.state == TrialState.COMPLETE}
+
+
+def check_invariants(storage: str, before: dict | None = None) -> optuna.Study:
+    study = load(storage)
+    states = [t.state for t in study.trials]
+    assert TrialState.RUNNING not in states, states
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    after = completed(study)
+    for number, record in (before or {}).items():
+        assert after[number] == record, f"completed trial {number} changed"
+    if storage.startswith("sqlite:///"):
+        con = sqlite3.connect(storage.removeprefix("sqlite:///"))
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        con.close()
+    return study
+
+
+def wait_for_running(storage: str, timeout: float = 60) -> optuna.trial.FrozenTrial:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            running = [t for t in load(storage).trials if t.state == TrialState.RUNNING and "n_params" in t.user_attrs]
+        except Exception:  # the study may not exist yet
+            running = []
+        if running:
+            return running[0]
+        time.sleep(0.2)
+    pytest.fail("no trial started")
+
+
+# ------------------------------------------------------------------------------- several workers, one machine
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_workers_share_one_study_total(tmp_path, kind):
+    storage = f"sqlite:///{tmp_path / 'w.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'w.log'}"
+    code, out, err = finish(cli(storage, "--trials", "5", "--workers", "2"))
+    assert code == 0, err
+    assert "[worker 0]" in out and "[worker 1]" in out
+    study = check_invariants(storage)
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
+    assert 5 <= len(finished) <= 6  # a study total; two workers may both start the last slot at once
+    assert sum(bool(t.user_attrs.get("seed_config")) for t in study.trials) == 1
+    assert len({t.user_attrs["pid"] for t in study.trials}) == 2
+    # the budget stays a total across reruns
+    code, out, err = finish(cli(storage, "--trials", "5", "--workers", "2"))
+    assert code == 0 and len(load(storage).trials) == len(study.trials)
+
+
+def test_devices_are_assigned_round_robin(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'd.db'}"
+    code, out, err = finish(cli(storage, "--trials", "2", "--workers", "2", "--devices", "cpu,cpu"))
+    assert code == 0, err
+    assert {t.user_attrs["device"] for t in load(storage).trials} == {"cpu"}
+    code, out, err = finish(cli(storage, "--trials", "2", "--devices", "cpu,tpu"))
+    assert code == 2 and "--device 'tpu' is not a device" in err
+
+
+# ------------------------------------------------------------------------------------------ crashes, signals
+
+def test_kill_9_is_failed_and_retried_by_the_pid_check(tmp_path):
+    """Journal storage has no heartbeat: the next run fails RUNNING trials whose process is gone."""
+    storage = f"journal:{tmp_path / 'k.log'}"
+    assert finish(cli(storage, "--trials", "1"))[0] == 0
+    before = completed(load(storage))
+    proc = cli(storage, "--trials", "3", env={"SE_CCA_TEST_SLOW_EPOCH": "2"})
+    victim = wait_for_running(storage)
+    proc.kill()
+    proc.communicate()
+    assert load(storage).trials[victim.number].state == TrialState.RUNNING  # what kill -9 leaves
+    code, out, err = finish(cli(storage, "--trials", "4"))
+    assert code == 0, err
+    assert f"re-enqueued trial(s) {victim.number}" in out
+    study = check_invariants(storage, before)
+    dead = study.trials[victim.number]
+    assert dead.state == TrialState.FAIL and "died; retried" in dead.user_attrs["reason"]
+    retry = [t for t in study.trials if t.user_attrs.get("retry_of") == victim.number]
+    assert len(retry) == 1 and retry[0].params == dead.params
+
+
+def test_kill_9_is_failed_and_retried_by_the_heartbeat(tmp_path):
+    """RDB storages: a trial whose worker stopped beating (here: on 'another host') is failed and
+    retried with the same params when any worker asks for its next trial."""
+    db = tmp_path / "h.db"
+    storage = f"sqlite:///{db}"
+    assert finish(cli(storage, "--trials", "1"))[0] == 0
+    before = completed(load(storage))
+    proc = cli(storage, "--trials", "3", env={"SE_CCA_TEST_SLOW_EPOCH": "2"})
+    victim = wait_for_running(storage)
+    proc.kill()
+    proc.communicate()
+    study = load(storage)
+    study._storage.set_trial_user_attr(victim._trial_id, "host", "another-machine")  # out of the pid check's reach
+    time.sleep(4)  # grace period: 3 heartbeat intervals of 1 s
+    code, out, err = finish(cli(storage, "--trials", "4"))
+    assert code == 0, err
+    study = check_invariants(storage, before)
+    dead = study.trials[victim.number]
+    assert dead.state == TrialState.FAIL and dead.params
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1 and retries[0].params == dead.params
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_every_worker_and_marks_trials_fail(tmp_path, sig):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    proc = cli(storage, "--trials", "6", "--workers", "2", env={"SE_CCA_TEST_SLOW_EPOCH": "2"})
+    wait_for_running(storage)
+    time.sleep(1.0)
+    study = load(storage)
+    pids = {t.user_attrs["pid"] for t in study.trials if "pid" in t.user_attrs}
+    proc.send_signal(sig)
+    code, out, err = finish(proc, timeout=120)
+    assert code == 130, err
+    assert "run the same command to continue to 6 trials" in err
+    study = check_invariants(storage)
+    assert any(t.state == TrialState.FAIL for t in study.trials)
+    for pid in pids:  # no orphans
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    code, out, err = finish(cli(storage, "--trials", "6", "--workers", "2"))
+    assert code == 0, err
+    study = check_invariants(storage)
+    assert sum(t.state != TrialState.RUNNING for t in study.trials) >= 6
+
+
+# ----------------------------------------------------------------------------------------- storage failures
+
+def test_sqlite_locked_beyond_the_timeout(tmp_path):
+    db = tmp_path / "l.db"
+    storage = f"sqlite:///{db}"
+    assert finish(cli(storage, "--trials", "2"))[0] == 0
+    before = completed(load(storage))
+    lock = sqlite3.connect(db, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        code, out, err = finish(cli(storage, "--trials", "4", env={"SE_CCA_SQLITE_TIMEOUT": "1"}))
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert code == 3, err
+    assert err.strip().splitlines()[-1].startswith(f"error: storage {storage} failed: database is locked")
+    assert "Traceback" not in err
+    check_invariants(storage, before)
+    code, out, err = finish(cli(storage, "--trials", "4"))
+    assert code == 0, err
+    assert len(check_invariants(storage, before).trials) == 4
+
+
+def test_full_disk(tmp_path):
+    db = tmp_path / "full.db"
+    storage = f"sqlite:///{db}"
+    assert finish(cli(storage, "--trials", "2"))[0] == 0
+    before = completed(load(storage))
+    limit = db.stat().st_size  # the file may not grow: the first new page fails, as on a full disk
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    code, out, err = finish(cli(storage, "--trials", "8", preexec_fn=cap))
+    assert code == 3, err
+    last = err.strip().splitlines()[-1]
+    # SQLite reports a write beyond the file-size limit (EFBIG) as "disk I/O error", a full disk as "full"
+    assert last.startswith(f"error: storage {storage} failed:") and ("I/O" in last or "full" in last), last
+    assert "Traceback" not in err
+    code, out, err = finish(cli(storage, "--trials", "8"))
+    assert code == 0, err
+    check_invariants(storage, before)
+
+
+# ----------------------------------------------------------------------------------------------- PostgreSQL
+
+def test_postgres_workers_starting_at_once_on_a_fresh_database(postgres):
+    url = postgres.new_database()
+    procs = [cli(url, "--trials", "6", env={"SE_CCA_TEST_SLOW_EPOCH": "1"})  # four machines, one instant,
+             for _ in range(4)]                                                # no schema yet
+    results = [finish(p) for p in procs]
+    for code, out, err in results:
+        assert code == 0, err
+    study = check_invariants(url)
+    finished = [t for t in study.trials if t.state != TrialState.RUNNING]
+    assert 6 <= len(finished) <= 9
+    assert sum(bool(t.user_attrs.get("seed_config")) for t in study.trials) == 1
+    assert len({t.user_attrs["pid"] for t in study.trials}) >= 2
+
+
+def test_postgres_restart_mid_study(postgres):
+    url = postgres.new_database()
+    assert finish(cli(url, "--trials", "2"))[0] == 0
+    before = completed(load(url))
+    proc = cli(url, "--trials", "8", "--workers", "2", env={"SE_CCA_TEST_SLOW_EPOCH": "0.5"})
+    wait_for_running(url)
+    postgres.restart()
+    code, out, err = finish(proc)
+    # Workers either ride out the short restart (reconnect) or exit cleanly naming the cause.
+    assert code in (0, 3), err
+    if code == 3:
+        assert "storage failed" in err and "Traceback" not in err
+    code, out, err = finish(cli(url, "--trials", "8"))
+    assert code == 0, err
+    study = check_invariants(url, before)
+    assert sum(t.state != TrialState.RUNNING for t in study.trials) >= 8
+
+
+# ------------------------------------------------------------------------------------------- loading is safe
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_pickle_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "model.pt"
+    evil.write_bytes(pickle.dumps({"state_dict": Payload(marker)}))
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(evil.read_bytes())  # a pickle posing as safetensors
+    (folder / "config.json").write_text('{"model": {}}')
+    for argv in (["search.evaluate", str(evil)], ["search.evaluate", str(folder)], ["search.retrain", str(evil)],
+                 ["search.compare", str(evil), str(evil)]):
+        proc = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, env=ENV, timeout=120,
+                              cwd=tmp_path)
+        assert proc.returncode == 2, (argv, proc.stderr)
+        assert "Traceback" not in proc.stderr
+    assert not marker.exists()
+
+
+def test_no_code_path_unpickles():
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    for package in ("model", "search"):
+        for dirpath, _, files in os.walk(os.path.join(root, package)):
+            for name in files:
+                if name.endswith(".py"):
+                    text = open(os.path.join(dirpath, name), encoding="utf-8").read()
+                    for needle in ("torch.load(", "pickle.load", "weights_only=False"):
+                        assert needle not in text, f"{name} uses {needle}"

@@ -1,0 +1,217 @@
+"""Export, retrain, evaluate, report, compare and the dashboard, on one small synthetic study."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import optuna
+import pytest
+import torch
+
+from model import load_model
+from search import compare, evaluate, export, report, retrain, run
+from search.cli import run_main
+
+FAST = ["--dataset", "synthetic", "--train-subset", "200", "--val-size", "200"]
+
+
+@pytest.fixture(scope="module")
+def study_db(tmp_path_factory):
+    """A 3-trial study with tiny epochs (built once for the module)."""
+    tmp = tmp_path_factory.mktemp("study")
+    db = tmp / "t.db"
+    mp = pytest.MonkeyPatch()
+    mp.setattr(run.search_space, "EPOCHS", (1, 3))
+    mp.setitem(run.search_space.SEED_PARAMS, "epochs", 3)
+    try:
+        assert run_main(run.main, ["--study-name", "t", "--storage", f"sqlite:///{db}", *FAST, "--trials", "3"]) == 0
+    finally:
+        mp.undo()
+    return db
+
+
+def study_args(db):
+    return ["--study-name", "t", "--storage", f"sqlite:///{db}"]
+
+
+@pytest.fixture(scope="module")
+def exported(study_db, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "best.json"
+    assert run_main(export.main, [*study_args(study_db), "-o", str(out)]) == 0
+    return out
+
+
+def test_export_writes_everything_needed(exported, study_db):
+    record = json.loads(exported.read_text())
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{study_db}")
+    assert record["trial_number"] == study.best_trial.number and record["value"] == study.best_value
+    assert record["params"] == study.best_trial.params and record["model"]["hidden_size"] == record["params"]["hidden_size"]
+    assert record["data"] == {"dataset": "synthetic", "val_size": 200, "train_subset": 200, "eval_on": "val", "seed": 0}
+    assert len(record["curves"]["eval_loss"]) == record["params"]["epochs"]
+    assert "torch" in record["versions"] and record["metric"] == "loss"
+
+
+def test_trial_notes_and_diagnosis_are_stored(study_db):
+    from optuna_dashboard._note import get_note_from_system_attrs
+
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{study_db}")
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    for trial in study.trials:
+        assert trial.user_attrs["diagnosis"] in {"good fit", "overfitting", "underfitting", "oscillating",
+                                                 "not converging"}
+        note = get_note_from_system_attrs(attrs, trial._trial_id)["body"]
+        assert f"Fit diagnosis: {trial.user_attrs['diagnosis']}" in note
+    assert any(k.startswith("dashboard:plot_data:learning-curves") for k in attrs)
+
+
+def test_retrain_saves_a_model_that_loads_and_evaluates(exported, tmp_path, capsys):
+    out = tmp_path / "runs" / "best"
+    assert run_main(retrain.main, [str(exported), "--epochs", "1", "--out", str(out), "--keep-val"]) == 0
+    text = capsys.readouterr().out
+    assert "test loss" in text and "in the search:" in text
+    assert sorted(os.listdir(out)) == ["config.json", "curves.html", "metrics.json", "model.safetensors"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_images"] == 11800 and len(metrics["epochs"]) == 1  # 12000 - 200 held out; no subset
+    net = load_model(out)
+    assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert run_main(evaluate.main, [str(out)]) == 0
+    assert f"test loss {metrics['test_loss']:.4f}" in capsys.readouterr().out
+    # an existing non-empty folder is refused, not overwritten
+    assert run_main(retrain.main, [str(exported), "--epochs", "1", "--out", str(out)]) == 2
+
+
+def test_retrain_verify_reproduces_the_trial(exported, tmp_path, capsys):
+    assert run_main(retrain.main, [str(exported), "--verify", "--epochs", "1", "--out", str(tmp_path / "v")]) == 0
+    assert "reproduced" in capsys.readouterr().out
+
+
+def mutate(exported, tmp_path, change) -> str:
+    record = json.loads(exported.read_text())
+    change(record)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(record))
+    return str(path)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r.update(colour="red"), "unknown key 'colour'"),
+    (lambda r: r.pop("params"), "missing key 'params'"),
+    (lambda r: r.update(params="big"), "params must be an object"),
+    (lambda r: r["params"].update(lr=0.5), "params.lr = 0.5 is outside the search space [0.0001, 0.01]"),
+    (lambda r: r["params"].update(batch_size=100), "params.batch_size = 100 is not allowed; choose from 32, 64, 128, 256"),
+    (lambda r: r["params"].update(hidden_size="wide"), "params.hidden_size must be an integer"),
+    (lambda r: r["params"].pop("epochs"), "params is missing 'epochs'"),
+    (lambda r: r["params"].update(momentum=0.9), "params.momentum is not a parameter of the 'default' space"),
+    (lambda r: r["data"].update(dataset="cifar"), "data.dataset 'cifar' is unknown"),
+    (lambda r: r["model"].update(hidden_size=7), "model.hidden_size = 7 disagrees with the params"),
+])
+def test_retrain_rejects_bad_files_before_training(exported, tmp_path, capsys, change, message):
+    path = mutate(exported, tmp_path, change)
+    out = tmp_path / "never"
+    assert run_main(retrain.main, [path, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_retrain_reports_json_syntax_position(tmp_path, capsys):
+    path = tmp_path / "broken.json"
+    path.write_text('{\n  "format": "x",\n  "params": {,}\n}\n')
+    assert run_main(retrain.main, [str(path)]) == 2
+    assert "invalid JSON at line 3, column 14" in capsys.readouterr().err
+
+
+def test_report_is_self_contained(study_db, tmp_path):
+    out = tmp_path / "report.html"
+    assert run_main(report.main, [*study_args(study_db), "-o", str(out)]) == 0
+    page = out.read_text()
+    for heading in ("optimisation history", "parameter importances", "parallel coordinate", "slice",
+                    "intermediate values", "timeline", "learning curves: best and seed-config trials",
+                    'class="sortable"', "fit diagnosis"):
+        assert heading in page, heading
+    assert "cdn.plot.ly" not in page.split("<body>")[0] and "plotly" in page.lower()
+    assert len(page) > 1_000_000  # plotly.js is inlined: the page opens offline
+
+
+def test_edge_warning_names_the_range_to_widen():
+    study = optuna.create_study()
+    study.set_user_attr("space_ranges", {"lr": {"low": 1e-4, "high": 1e-2, "log": True, "type": "float"}})
+    for lr, value in [(0.0099, 0.1), (0.01, 0.11), (0.0098, 0.12), (0.001, 0.5), (0.0003, 0.6)]:
+        study.add_trial(optuna.trial.create_trial(params={"lr": lr}, value=value, distributions={
+            "lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}))
+    warnings = report.edge_warnings(study)
+    assert warnings == ["lr: 3 of the 3 best trials sit at the upper edge 0.01 of [0.0001, 0.01]; widen the range "
+                        "above 0.01"]
+
+
+def test_compare_trials_and_files(study_db, exported, tmp_path, capsys):
+    out = tmp_path / "c.html"
+    assert run_main(compare.main, ["0", str(exported), *study_args(study_db), "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "fluctuation, last 5 epochs" in text and "hidden_size" in text and out.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--study-name", "nope"], "no study named 'nope'"),
+    (["--trial", "99"], "trial 99 does not exist in study 't'"),
+])
+def test_bad_study_inputs(study_db, tmp_path, capsys, argv, message):
+    base = ["--storage", f"sqlite:///{study_db}", "-o", str(tmp_path / "x.json")]
+    args = base + (argv if argv[0] != "--study-name" else argv) + ([] if argv[0] == "--study-name" else
+                                                                    ["--study-name", "t"])
+    assert run_main(export.main, args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_missing_study_file_is_not_created(tmp_path, capsys):
+    db = tmp_path / "none.db"
+    for main in (export.main, report.main):
+        assert run_main(main, ["--storage", f"sqlite:///{db}", "-o", str(tmp_path / "o")]) == 2
+    assert "no study file" in capsys.readouterr().err and not db.exists()
+
+
+def test_empty_study_and_unwritable_output(tmp_path, capsys, study_db):
+    db = tmp_path / "empty.db"
+    optuna.create_study(study_name="e", storage=f"sqlite:///{db}")
+    assert run_main(report.main, ["--study-name", "e", "--storage", f"sqlite:///{db}", "-o", str(tmp_path / "r.html")]) == 2
+    assert "has no completed trial yet" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert run_main(export.main, [*study_args(study_db), "-o", str(blocker / "best.json")]) == 2
+    assert "does not exist; create it" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dashboard_serves_the_study_trials_and_notes(study_db):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "search.dashboard", *study_args(study_db), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                studies = json.load(urllib.request.urlopen(f"{base}/api/studies", timeout=2))
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("dashboard did not start: " + proc.stderr.read() if proc.poll() is not None else "timeout")
+        entry = next(s for s in studies["study_summaries"] if s["study_name"] == "t")
+        detail = json.load(urllib.request.urlopen(f"{base}/api/studies/{entry['study_id']}", timeout=10))
+        assert len(detail["trials"]) == 3
+        assert all("Fit diagnosis" in t["note"]["body"] for t in detail["trials"])
+        assert any(t["user_attrs"] for t in detail["trials"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
