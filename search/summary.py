@@ -7,7 +7,7 @@ import shlex
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.storage import default_storage, redact
+from search.storage import default_storage, journal_path, redact
 
 
 def format_value(value) -> str:
@@ -85,9 +85,10 @@ def summary(study: optuna.Study, storage: str, metric_name: str) -> str:
             lines.append(f"the seed config (trial {seed.number}) is still the best")
         elif seed is not None:
             lines.append(f"seed config (trial {seed.number}): {seed.state.name.lower()}")
-    url = storage if "://" in storage else storage
+    journal = journal_path(storage)
+    dashboard_arg = str(journal) if journal is not None else redact(storage)  # it opens a journal file directly
     lines += ["next:",
-              f"  optuna-dashboard {shlex.quote(url)}",
+              f"  optuna-dashboard {shlex.quote(dashboard_arg)}",
               f"  python -m search.report {storage_args(study.study_name, storage)} -o report.html",
               f"  python -m search.export {storage_args(study.study_name, storage)} -o best.json",
               f"  python -m search.retrain best.json --out runs/{study.study_name}"]

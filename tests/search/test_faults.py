@@ -108,9 +108,8 @@ def test_devices_are_assigned_round_robin(tmp_path):
 
 # ------------------------------------------------------------------------------------------ crashes, signals
 
-def test_kill_9_is_failed_and_retried_by_the_pid_check(tmp_path):
-    """Journal storage has no heartbeat: the next run fails RUNNING trials whose process is gone."""
-    storage = f"journal:{tmp_path / 'k.log'}"
+def kill_9_mid_trial(storage: str):
+    """One completed trial, then a run killed with SIGKILL while its second trial trains."""
     assert finish(cli(storage, "--trials", "1"))[0] == 0
     before = completed(load(storage))
     proc = cli(storage, "--trials", "3", env={"SE_CCA_TEST_SLOW_EPOCH": "2"})
@@ -118,6 +117,13 @@ def test_kill_9_is_failed_and_retried_by_the_pid_check(tmp_path):
     proc.kill()
     proc.communicate()
     assert load(storage).trials[victim.number].state == TrialState.RUNNING  # what kill -9 leaves
+    return before, victim
+
+
+def test_kill_9_is_failed_and_retried_by_the_pid_check(tmp_path):
+    """Journal storage has no heartbeat: the next run fails RUNNING trials whose process is gone."""
+    storage = f"journal:{tmp_path / 'k.log'}"
+    before, victim = kill_9_mid_trial(storage)
     code, out, err = finish(cli(storage, "--trials", "4"))
     assert code == 0, err
     assert f"re-enqueued trial(s) {victim.number}" in out
@@ -131,14 +137,8 @@ def test_kill_9_is_failed_and_retried_by_the_pid_check(tmp_path):
 def test_kill_9_is_failed_and_retried_by_the_heartbeat(tmp_path):
     """RDB storages: a trial whose worker stopped beating (here: on 'another host') is failed and
     retried with the same params when any worker asks for its next trial."""
-    db = tmp_path / "h.db"
-    storage = f"sqlite:///{db}"
-    assert finish(cli(storage, "--trials", "1"))[0] == 0
-    before = completed(load(storage))
-    proc = cli(storage, "--trials", "3", env={"SE_CCA_TEST_SLOW_EPOCH": "2"})
-    victim = wait_for_running(storage)
-    proc.kill()
-    proc.communicate()
+    storage = f"sqlite:///{tmp_path / 'h.db'}"
+    before, victim = kill_9_mid_trial(storage)
     study = load(storage)
     study._storage.set_trial_user_attr(victim._trial_id, "host", "another-machine")  # out of the pid check's reach
     time.sleep(4)  # grace period: 3 heartbeat intervals of 1 s
