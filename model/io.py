@@ -21,6 +21,14 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
 
+def default_mode(directory: bool = False) -> int:
+    """The permissions a plain open()/mkdir() would give under the current umask (mkstemp and mkdtemp
+    use 0600/0700, which would make saved files private by surprise)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write through a temp file in the same folder and rename it: readers never see half a file."""
     path = Path(path)
@@ -28,6 +36,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

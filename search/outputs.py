@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from model.io import default_mode
 from search.errors import UsageError
 
 
@@ -43,6 +44,7 @@ class AtomicFolder:
     def __enter__(self) -> Path:
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=self.target.parent))
+        os.chmod(self.tmp, default_mode(directory=True))
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> bool:

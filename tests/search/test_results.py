@@ -215,3 +215,19 @@ def test_dashboard_serves_the_study_trials_and_notes(study_db):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_outputs_get_ordinary_permissions(tmp_path):
+    from model.io import write_text_atomic
+    from search.outputs import AtomicFolder
+
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "a.json", "{}")
+        with AtomicFolder(tmp_path / "run") as folder:
+            write_text_atomic(folder / "b.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "run").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "run" / "b.json").stat().st_mode & 0o777 == 0o644
