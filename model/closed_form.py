@@ -51,22 +51,22 @@ def _logits2(t: torch.Tensor, s: torch.Tensor, shift: torch.Tensor) -> torch.Ten
                          alpha=LOG2E)
 
 
-def _row_sums(t: torch.Tensor, s: torch.Tensor, shift: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    """sum_l exp(t[b,i,j] s[b,i,l] - shift[b,i,j]) * rhs[b,i,l,:]  ->  (B, H, W, K).
+def _row_sums(t: torch.Tensor, s: torch.Tensor, shift: torch.Tensor, rhs: torch.Tensor, out: torch.Tensor) -> None:
+    """out[b,i,j,:] = sum_l exp(t[b,i,j] s[b,i,l] - shift[b,i,j]) * rhs[b,i,l,:].
 
-    t, s, shift: (B, H, W); rhs: (B, H, W, K). One pass writes the logits (in base 2), one
-    exponentiates them in place, one matmul reduces them.
+    t, s, shift: (B, H, W); rhs, out: (B, H, W, K). One pass writes the logits (in base 2), one
+    exponentiates them in place, one matmul reduces them straight into ``out``.
     """
     e = _logits2(t, s, shift)  # (B*H, W_j, W_l)
     e.exp2_()
-    return torch.bmm(e, rhs.flatten(0, 1)).view(rhs.shape)  # (B, H, W_j, K)
+    torch.bmm(e, rhs.flatten(0, 1), out=out.view(-1, *out.shape[2:]))  # (B*H, W_j, K)
 
 
-def _row_grads(t: torch.Tensor, s: torch.Tensor, lse: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
-    """sum_j a[b,i,j,l] * coef[b,i,j,:] with a = exp(t[b,i,j] s[b,i,l] - lse[b,i,j])  ->  (B, H, W_l, K)."""
+def _row_grads(t: torch.Tensor, s: torch.Tensor, lse: torch.Tensor, coef: torch.Tensor, out: torch.Tensor) -> None:
+    """out[b,i,l,:] = sum_j a[b,i,j,l] * coef[b,i,j,:] with a = exp(t[b,i,j] s[b,i,l] - lse[b,i,j])."""
     a = _logits2(t, s, lse)  # (B*H, W_j, W_l)
     a.exp2_()
-    return torch.bmm(a.transpose(1, 2), coef.flatten(0, 1)).view(coef.shape)  # (B, H, W_l, K)
+    torch.bmm(a.transpose(1, 2), coef.flatten(0, 1), out=out.view(-1, *out.shape[2:]))  # (B*H, W_l, K)
 
 
 def _shift(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -89,8 +89,8 @@ def _eager_forward(t: torch.Tensor, s: torch.Tensor, size: int, *, for_backward:
     col = torch.empty_like(rhs_t)
     for lo in range(0, len(t), size):
         c = slice(lo, lo + size)
-        row[c] = _row_sums(t[c], s[c], shift[c], rhs[c])
-        col[c] = _row_sums(t_t[c], s_t[c], shift_t[c], rhs_t[c])
+        _row_sums(t[c], s[c], shift[c], rhs[c], out=row[c])
+        _row_sums(t_t[c], s_t[c], shift_t[c], rhs_t[c], out=col[c])
     col = col.transpose(1, 2)
     e_self = torch.exp(t * s - shift)  # p is in its row and (transposed) in its column: remove once
     sums = row + col - e_self.unsqueeze(-1) * rhs  # (B, H, W, 3)
@@ -112,8 +112,8 @@ def _eager_backward(t, s, m, e2, lse, g, size: int):
     col = torch.empty_like(coef_t)
     for lo in range(0, len(t), size):
         c = slice(lo, lo + size)
-        row[c] = _row_grads(t[c], s[c], lse[c], coef[c])  # indexed by the attended pixel
-        col[c] = _row_grads(t_t[c], s_t[c], lse_t[c], coef_t[c])
+        _row_grads(t[c], s[c], lse[c], coef[c], out=row[c])  # indexed by the attended pixel
+        _row_grads(t_t[c], s_t[c], lse_t[c], coef_t[c], out=col[c])
     both = row + col.transpose(1, 2)
     a_self = torch.exp(t * s - lse)
     grad_s = both[..., 0] + s * both[..., 1] - a_self * (u + w * s)
