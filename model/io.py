@@ -48,6 +48,7 @@ def save_weights(model: SECCANet, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(tmp), metadata={"format": "pt"})
+    os.chmod(tmp, default_mode())  # safetensors creates the file private (0600)
     os.replace(tmp, path)
 
 

@@ -218,7 +218,8 @@ def test_dashboard_serves_the_study_trials_and_notes(study_db):
 
 
 def test_outputs_get_ordinary_permissions(tmp_path):
-    from model.io import write_text_atomic
+    from model import NetConfig, SECCANet
+    from model.io import save_model, write_text_atomic
     from search.outputs import AtomicFolder
 
     old = os.umask(0o022)
@@ -226,8 +227,10 @@ def test_outputs_get_ordinary_permissions(tmp_path):
         write_text_atomic(tmp_path / "a.json", "{}")
         with AtomicFolder(tmp_path / "run") as folder:
             write_text_atomic(folder / "b.json", "{}")
+            save_model(SECCANet(NetConfig(hidden_size=4)), folder)
     finally:
         os.umask(old)
+    assert (tmp_path / "run" / "model.safetensors").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "run").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "run" / "b.json").stat().st_mode & 0o777 == 0o644
