@@ -75,7 +75,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="stop starting new trials after this many seconds (default: none)")
     parser.add_argument("--study-name", default="se-cca-mnist", help="study name (default: se-cca-mnist)")
     parser.add_argument("--storage", default=None,
-                        help="Optuna storage URL (default: sqlite:///studies/<study-name>.db)")
+                        help="Optuna storage URL, or journal:PATH.log (default: sqlite:///studies/<study-name>.db)")
     parser.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="sampler (default: tpe)")
     parser.add_argument("--pruner", choices=PRUNERS, default="median", help="pruner (default: median)")
     parser.add_argument("--space", choices=search_space.SPACES, default="default",
