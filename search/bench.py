@@ -34,7 +34,7 @@ from model import NetConfig, SECCANet
 from model.closed_form import use_compiled_kernels
 from model.seed_net import Net as SeedNet
 from search.cli import positive_int, run_main
-from search.data import DataOptions, load_raw, normalize
+from search.data import DataOptions, load_raw
 from search.devices import resolve_device, synchronize
 from search.errors import DataError
 from search.training import TrainConfig, evaluate, fit

@@ -1,7 +1,6 @@
 """`python -m search.run` in-process and as a process, against temporary SQLite studies."""
 
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
