@@ -64,6 +64,22 @@ def load_model(folder: Path, *, device: str | torch.device = "cpu", impl: str = 
     """Rebuild the network from ``folder/config.json`` and ``folder/model.safetensors``."""
     folder = Path(folder)
     config = NetConfig.from_dict(json.loads((folder / CONFIG).read_text(encoding="utf-8"))["model"])
+    check_weight_shapes(config, folder / WEIGHTS)  # before allocating anything the config asks for
     model = SECCANet(config, impl=impl)
     model.load_state_dict(load_file(str(folder / WEIGHTS), device="cpu"))
     return model.to(device)
+
+
+def check_weight_shapes(config: NetConfig, weights: Path) -> None:
+    """The safetensors header against the shapes ``config`` implies, without allocating either: a
+    config.json that says hidden_size 1,000,000 beside small weights must not cost gigabytes first."""
+    from safetensors import safe_open
+
+    with torch.device("meta"):  # shapes only, no memory
+        expected = {k: tuple(v.shape) for k, v in SECCANet(config).state_dict().items()}
+    with safe_open(str(weights), framework="pt") as fh:
+        found = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    for key in sorted(set(expected) | set(found)):
+        if expected.get(key) != found.get(key):
+            raise ValueError(f"{weights.name} does not match config.json: {key} is {found.get(key, 'missing')} "
+                             f"in the weights, {expected.get(key, 'not a parameter')} in the config")

@@ -3,30 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import logging
+import signal
 import sys
+import threading
 from typing import Callable, Sequence
 
 from search.data import DATASETS, EVAL_ON, DataOptions
-from search.errors import SearchError, one_line
+from search.errors import EXIT_STORAGE, SearchError, one_line
+from search.interrupts import sigterm_as_interrupt
 
 EXIT_INTERRUPTED = 130
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 
-def _int_at_least(minimum: int, what: str):
+def int_between(minimum: int, maximum: int | None, what: str):
+    """An argparse type: an integer in [minimum, maximum]; huge or negative values are one error line
+    here, not a traceback (or gigabytes allocated) later."""
     def parse(text: str) -> int:
         try:
-            value = int(text)
+            value = int(text) if len(text) <= 30 else None
         except ValueError:
             value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        if value is None or value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]!r}")
         return value
 
     return parse
 
 
-positive_int = _int_at_least(1, "a positive integer")
-non_negative_int = _int_at_least(0, "an integer >= 0")
+positive_int = int_between(1, None, "a positive integer")
+non_negative_int = int_between(0, None, "an integer >= 0")
+SEED_MAX = 2**32 - 1  # what numpy's and Optuna's samplers accept
+seed_int = int_between(0, SEED_MAX, f"an integer from 0 to {SEED_MAX}")
 
 
 def positive_float(text: str) -> float:
@@ -57,38 +67,64 @@ def data_options(args: argparse.Namespace) -> DataOptions:
 
 
 def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Call ``main``; turn a SearchError into one ``error: ...`` line and its exit code."""
+    """Call ``main``; turn a SearchError into one ``error: ...`` line and its exit code, and Ctrl-C or
+    SIGTERM anywhere (data loading, study creation, the summary) into exit 130."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, sigterm_as_interrupt)
     try:
         return main(argv)
     except SearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted (Ctrl-C or SIGTERM); run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            raise
+        # Writes go through temp names and renames: a full disk leaves the old file (or none), never half.
+        print(f"error: {exc.strerror} while writing {exc.filename or 'an output file'}; nothing half-written was "
+              "kept: free some space and run the same command again", file=sys.stderr)
+        return EXIT_STORAGE
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def add_compile_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the closed-form attention kernels: ~2x faster training on the CPU, "
-                             "needs a C++ compiler, rounds differently at the 1e-6 level (default: off)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile the closed-form attention kernels (1.6x training on one CPU thread; "
+                             "needs a C++ compiler; compiled once, then cached on disk across processes). "
+                             "Unset: on where it works, else one line and the eager kernels; --compile: fail "
+                             "if it does not work; --no-compile: off (default: unset)")
 
 
-def apply_compile_flag(enabled: bool, device) -> None:
-    """Switch the compiled kernels on and compile them now, so a missing compiler is one clear error."""
+def apply_compile_flag(enabled: bool | None, device) -> bool:
+    """Switch the compiled kernels on and compile them now, so a missing compiler shows at once.
+
+    ``None`` (the default) tries and falls back to the eager kernels with one line on stderr;
+    ``True`` makes a failure one clear error. Returns whether the compiled kernels are on."""
     import torch
 
-    from model.closed_form import cross_softmax_mean, use_compiled_kernels
+    from model.closed_form import COMPILED_CHUNK, cross_softmax_mean, use_compiled_kernels
     from search.errors import UsageError
 
-    use_compiled_kernels(enabled)
-    if not enabled:
-        return
+    if enabled is False:
+        use_compiled_kernels(False)
+        return False
+    # torch's C++ toolchain probe logs a CUDA_HOME warning on CPU-only machines: noise, not news.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
-        from model.closed_form import COMPILED_CHUNK
-
+        use_compiled_kernels(True)
+        # The warm-up compiles both kernels at their one static shape (chunks of the 28x28 logits).
         t = torch.zeros(COMPILED_CHUNK, 28, 28, device=device, requires_grad=True)
         cross_softmax_mean(t, t.detach()).sum().backward()
     except Exception as exc:  # inductor raises many types; any of them means "cannot compile here"
         use_compiled_kernels(False)
-        raise UsageError(f"--compile: torch.compile failed here ({one_line(exc)}); run without --compile") from None
+        if enabled:
+            raise UsageError(f"--compile: torch.compile failed here ({one_line(exc)}); run without --compile") from None
+        print(f"compiled kernels unavailable ({one_line(exc)[:160]}); using the eager closed form "
+              "(--no-compile silences this)", file=sys.stderr, flush=True)
+        return False
+    return True

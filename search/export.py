@@ -67,8 +67,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    check_output_file(args.output)
     url = storage_url_of(args)
+    check_output_file(args.output, storage_url=url)
     study = load_existing_study(args.study_name, url)
     if "identity" not in study.user_attrs:
         raise UsageError(f"study {args.study_name!r} was not made by search.run (no identity attribute)")

@@ -22,15 +22,32 @@ IMAGE_SIZE = 28
 NUM_CLASSES = 10
 
 
-def read_bytes(path: Path) -> bytes:
+MAX_ITEMS = 1_000_000  # MNIST has 70,000; a header claiming more is damage (or a decompression bomb)
+
+
+def _open(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def read_idx(path: Path, kind: str, header_size: int, payload_size) -> tuple[bytes, bytes]:
+    """-> (header, payload). The header is read and checked first (``payload_size(header)`` raises on a
+    bad one and returns the payload length it implies); then no more than that is read, plus one byte
+    to tell an oversized file. A gzip bomb is never inflated past what its header promised."""
     path = Path(path)
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        return path.read_bytes()
+        with _open(path) as fh:
+            header = fh.read(header_size)
+            if len(header) < header_size:
+                raise _bad(path, f"truncated IDX {kind} file ({len(header)} bytes, header needs {header_size})")
+            expected = payload_size(header)
+            payload = fh.read(expected + 1)
     except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
         raise DataError(f"{path}: cannot read it ({exc}); delete it and fetch the data set again") from exc
+    if len(payload) != expected:
+        raise _bad(path, f"{'truncated' if len(payload) < expected else 'oversized'} IDX {kind} file "
+                         f"({header_size + len(payload)}{'+' if len(payload) > expected else ''} bytes, header says "
+                         f"{header_size + expected})")
+    return header, payload
 
 
 def sha256_of(path: Path) -> str:
@@ -45,36 +62,38 @@ def _bad(path: Path, what: str) -> DataError:
     return DataError(f"{path}: {what}; delete it and fetch the data set again")
 
 
+def _count(path: Path, n: int) -> int:
+    if not 1 <= n <= MAX_ITEMS:
+        raise _bad(path, f"header says {n} items (expected 1 to {MAX_ITEMS:,})")
+    return n
+
+
 def parse_images(path: Path) -> torch.Tensor:
     """-> uint8 tensor (N, 28, 28)."""
-    data = read_bytes(path)
-    if len(data) < 16:
-        raise _bad(path, f"truncated IDX image file ({len(data)} bytes, header needs 16)")
-    magic, n, rows, cols = struct.unpack(">IIII", data[:16])
-    if magic != IMAGES_MAGIC:
-        raise _bad(path, f"not an IDX image file (magic 0x{magic:08x}, expected 0x{IMAGES_MAGIC:08x})")
-    if (rows, cols) != (IMAGE_SIZE, IMAGE_SIZE):
-        raise _bad(path, f"images are {rows}x{cols}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
-    expected = 16 + n * rows * cols
-    if len(data) != expected:
-        raise _bad(path, f"{'truncated' if len(data) < expected else 'oversized'} IDX image file "
-                         f"({len(data)} bytes, header says {expected})")
-    return torch.frombuffer(bytearray(data[16:]), dtype=torch.uint8).view(n, rows, cols)
+    def payload_size(header: bytes) -> int:
+        magic, n, rows, cols = struct.unpack(">IIII", header)
+        if magic != IMAGES_MAGIC:
+            raise _bad(path, f"not an IDX image file (magic 0x{magic:08x}, expected 0x{IMAGES_MAGIC:08x})")
+        if (rows, cols) != (IMAGE_SIZE, IMAGE_SIZE):
+            raise _bad(path, f"images are {rows}x{cols}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+        return _count(path, n) * rows * cols
+
+    header, data = read_idx(path, "image", 16, payload_size)
+    n = struct.unpack(">I", header[4:8])[0]
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(n, IMAGE_SIZE, IMAGE_SIZE)
 
 
 def parse_labels(path: Path) -> torch.Tensor:
     """-> int64 tensor (N,) with values in 0..9."""
-    data = read_bytes(path)
-    if len(data) < 8:
-        raise _bad(path, f"truncated IDX label file ({len(data)} bytes, header needs 8)")
-    magic, n = struct.unpack(">II", data[:8])
-    if magic != LABELS_MAGIC:
-        raise _bad(path, f"not an IDX label file (magic 0x{magic:08x}, expected 0x{LABELS_MAGIC:08x})")
-    if len(data) != 8 + n:
-        raise _bad(path, f"{'truncated' if len(data) < 8 + n else 'oversized'} IDX label file "
-                         f"({len(data)} bytes, header says {8 + n})")
-    labels = torch.frombuffer(bytearray(data[8:]), dtype=torch.uint8).to(torch.int64)
-    if n and int(labels.max()) >= NUM_CLASSES:
+    def payload_size(header: bytes) -> int:
+        magic, n = struct.unpack(">II", header)
+        if magic != LABELS_MAGIC:
+            raise _bad(path, f"not an IDX label file (magic 0x{magic:08x}, expected 0x{LABELS_MAGIC:08x})")
+        return _count(path, n)
+
+    _, data = read_idx(path, "label", 8, payload_size)
+    labels = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(torch.int64)
+    if int(labels.max()) >= NUM_CLASSES:
         raise _bad(path, f"label {int(labels.max())} is outside 0..{NUM_CLASSES - 1}")
     return labels
 

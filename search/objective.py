@@ -5,7 +5,6 @@ Data is loaded once per process and handed in; every trial is scored on the same
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import time
@@ -17,9 +16,10 @@ import torch
 
 from model import SECCANet, count_parameters
 from search import space as search_space
-from search.data import Splits
+from search.data import Splits, nested_balanced_order, rung_sizes
 from search.diagnosis import diagnose_trial, note_markdown
 from search.errors import DivergedError
+from search.recovery import INTERRUPTED
 from search.training import EpochResult, evaluate, fit
 
 METRICS = ("loss", "accuracy")
@@ -38,6 +38,16 @@ class Objective:
     seed: int = 0
     impl: str = "auto"
     log: Callable[[str], None] | None = None  # per-epoch seed-style lines (-v)
+    # Successive halving over the training-set size (the seed's "try a small sample first", section 1.4):
+    # with 3 rungs a trial trains on 1/9 of the images, then 1/3 if its score is in the top third of
+    # that rung, then all of them; each rung is a fresh model. 1: every trial trains on all images and
+    # is pruned per epoch instead.
+    rungs: int = 1
+
+    def __post_init__(self) -> None:
+        self.sizes = rung_sizes(len(self.data.train_y), self.rungs) if self.rungs > 1 else [len(self.data.train_y)]
+        self.order = nested_balanced_order(self.data.train_y.cpu(), self.seed).to(self.device) \
+            if self.rungs > 1 else None
 
     def __call__(self, trial: optuna.Trial) -> float:
         # Who runs the trial, recorded first: a journal storage has no heartbeat, so the next run
@@ -46,42 +56,25 @@ class Objective:
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("device", str(self.device))
         net_config, train_config = search_space.suggest(trial, self.space)
-        torch.manual_seed(self.seed + trial.number)  # init differs per trial, reproducible per study
-        model = SECCANet(net_config, impl=self.impl).to(self.device)
-        trial.set_user_attr("n_params", count_parameters(model))
-        curves = {"train_loss": [], "eval_loss": [], "eval_accuracy": [], "epoch_seconds": []}
-        speeds = []
         start = time.perf_counter()
-
-        def on_epoch(result: EpochResult) -> None:
-            curves["train_loss"].append(result.train_loss)
-            curves["eval_loss"].append(result.eval_loss)
-            curves["eval_accuracy"].append(result.eval_accuracy)
-            curves["epoch_seconds"].append(result.seconds)
-            speeds.append(result.train_images_per_second)
-            for key, values in curves.items():
-                trial.set_user_attr(key, values)  # stored every epoch: pruned trials keep their curves
-            value = result.eval_loss if self.metric == "loss" else result.eval_accuracy
-            trial.report(value, result.epoch)
-            if SLOW_EPOCH_S:
-                time.sleep(SLOW_EPOCH_S)
-            if trial.should_prune():
-                reason = f"pruned at epoch {result.epoch}/{train_config.epochs}: {METRIC_NAMES[self.metric]} {value:.4f}"
-                trial.set_user_attr("reason", reason)
-                annotate(trial, {**curves, "reason": reason})
-                raise optuna.TrialPruned(reason)
-
-        try:
-            history = fit(model, self.data.train_x, self.data.train_y, self.data.held_out_x, self.data.held_out_y,
-                          train_config, seed=self.seed + trial.number, on_epoch=on_epoch, log=self.log)
-        except DivergedError as exc:
-            trial.set_user_attr("reason", str(exc))
-            trial.set_user_attr("seconds", time.perf_counter() - start)
-            annotate(trial, {**curves, "reason": str(exc)}, diagnosis="not converging")
-            raise  # listed in optimize(catch=...): the trial ends FAIL and the study goes on
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: Optuna marks the trial FAIL and re-raises
-            trial.set_user_attr("reason", "interrupted (Ctrl-C or SIGTERM)")
-            raise
+        rung_values = {}
+        for rung, size in enumerate(self.sizes):
+            last_rung = rung == len(self.sizes) - 1
+            model, history, curves, speeds = self._fit(trial, net_config, train_config, size,
+                                                       per_epoch=self.rungs == 1, score_every_epoch=last_rung)
+            last = history[-1]
+            value = last.eval_loss if self.metric == "loss" else last.eval_accuracy
+            if self.rungs > 1:
+                step = 3 ** rung  # the resource in Optuna's SuccessiveHalvingPruner: 1, 3, 9 (x 1/9 of the images)
+                trial.report(value, step)
+                rung_values[str(size)] = value
+                trial.set_user_attr("rung_values", rung_values)  # {training images: held-out value}
+                if not last_rung and trial.should_prune():
+                    reason = (f"pruned at rung {rung + 1}/{len(self.sizes)} ({size} images): "
+                              f"{METRIC_NAMES[self.metric]} {value:.4f}")
+                    trial.set_user_attr("reason", reason)
+                    annotate(trial, {**curves, "reason": reason})
+                    raise optuna.TrialPruned(reason)
         seconds = time.perf_counter() - start
         test_loss, test_acc = evaluate(model, self.data.test_x, self.data.test_y)
         trial.set_user_attr("seconds", seconds)
@@ -89,11 +82,61 @@ class Objective:
         trial.set_user_attr("test_loss", test_loss)
         trial.set_user_attr("test_accuracy", test_acc)
         annotate(trial, curves)
-        last = history[-1]
-        value = last.eval_loss if self.metric == "loss" else last.eval_accuracy
-        if not math.isfinite(value):
-            raise DivergedError(last.epoch, 0, value)
         return value
+
+    def _fit(self, trial: optuna.Trial, net_config, train_config, size: int, *, per_epoch: bool,
+             score_every_epoch: bool = True):
+        """Train a fresh model on the first ``size`` training images; with ``per_epoch``, report the
+        held-out value every epoch and prune by it. -> (model, history, curves, images/s per epoch)."""
+        torch.manual_seed(self.seed + trial.number)  # init differs per trial, reproducible per study
+        model = SECCANet(net_config, impl=self.impl).to(self.device)
+        trial.set_user_attr("n_params", count_parameters(model))
+        if size < len(self.data.train_y):
+            idx = self.order[:size]
+            train_x, train_y = self.data.train_x[idx], self.data.train_y[idx]
+        else:
+            train_x, train_y = self.data.train_x, self.data.train_y
+        curves = {"train_loss": [], "eval_loss": [], "eval_accuracy": [], "epoch_seconds": []}
+        speeds = []
+        start = time.perf_counter()
+
+        def on_epoch(result: EpochResult) -> None:
+            speeds.append(result.train_images_per_second)
+            if result.eval_loss is None:  # an unscored epoch of a small rung
+                return
+            curves["train_loss"].append(result.train_loss)
+            curves["eval_loss"].append(result.eval_loss)
+            curves["eval_accuracy"].append(result.eval_accuracy)
+            curves["epoch_seconds"].append(result.seconds)
+            for key, values in curves.items():
+                trial.set_user_attr(key, values)  # stored every epoch: pruned trials keep their curves
+            if not per_epoch:
+                return
+            value = result.eval_loss if self.metric == "loss" else result.eval_accuracy
+            trial.report(value, result.epoch)
+            if SLOW_EPOCH_S:
+                time.sleep(SLOW_EPOCH_S)
+            # Never at the last epoch: the trial has already paid for its whole run, and its final value
+            # is exactly what the study compares; pruning it then only throws a finished result away.
+            if result.epoch < train_config.epochs and trial.should_prune():
+                reason = f"pruned at epoch {result.epoch}/{train_config.epochs}: {METRIC_NAMES[self.metric]} {value:.4f}"
+                trial.set_user_attr("reason", reason)
+                annotate(trial, {**curves, "reason": reason})
+                raise optuna.TrialPruned(reason)
+
+        try:
+            history = fit(model, train_x, train_y, self.data.held_out_x, self.data.held_out_y, train_config,
+                          seed=self.seed + trial.number, on_epoch=on_epoch, log=self.log,
+                          score_every_epoch=score_every_epoch)
+        except DivergedError as exc:
+            trial.set_user_attr("reason", str(exc))
+            trial.set_user_attr("seconds", time.perf_counter() - start)
+            annotate(trial, {**curves, "reason": str(exc)}, diagnosis="not converging")
+            raise  # listed in optimize(catch=...): the trial ends FAIL and the study goes on
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: Optuna marks the trial FAIL and re-raises
+            trial.set_user_attr("reason", INTERRUPTED)
+            raise
+        return model, history, curves, speeds
 
 
 def annotate(trial: optuna.Trial, attrs: dict, diagnosis: str | None = None) -> None:

@@ -10,11 +10,27 @@ from pathlib import Path
 from model.io import default_mode
 from search.errors import UsageError
 
+MAX_NAME_BYTES = 255 - 24  # the atomic write's temp name adds a dot, a random part and ".tmp"
 
-def check_output_file(path: Path) -> None:
+
+def check_output_file(path: Path, *, storage_url: str | None = None) -> None:
+    """A new name, or a regular file to replace (atomically): never a folder, a link (the rename would
+    replace the link, not write its target), a FIFO or device, or the study's own storage file."""
+    from search.storage import journal_path, sqlite_path
+
     path = Path(path)
+    if path.is_symlink():
+        raise UsageError(f"{path} is a symbolic link; give the real file's path or a new name")
     if path.is_dir():
         raise UsageError(f"{path} is a folder; give a file name for the output")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"{path} is not a regular file (a device, FIFO or socket); give a file name for the output")
+    if len(path.name.encode()) > MAX_NAME_BYTES:
+        raise UsageError(f"{path.name[:40]}...: the file name is longer than {MAX_NAME_BYTES} bytes (its temp name "
+                         "must fit in the file system's 255); choose a shorter one")
+    store = storage_url and (sqlite_path(storage_url) or journal_path(storage_url))
+    if store and path.exists() and store.exists() and os.path.samefile(path, store):
+        raise UsageError(f"{path} is the study's own storage file; choose another output name")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"{parent}/ does not exist; create it or choose another output path")
@@ -26,6 +42,9 @@ def check_output_folder(path: Path, *, overwrite: bool) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UsageError(f"{path} exists and is not a folder; choose another --out")
+    if path.is_dir() and (path.resolve() == Path.cwd().resolve() or path.resolve() in Path.cwd().resolve().parents):
+        raise UsageError(f"--out {path} is the current folder or holds it; the model folder is replaced whole, so "
+                         "choose a new folder such as runs/NAME")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise UsageError(f"{path}/ already holds files; choose another --out or pass --overwrite")
     base = path.parent

@@ -4,6 +4,10 @@
   worker stopped beating (after the grace period) and Optuna's retry callback enqueues them again.
 - Journal files have no heartbeat: every trial records its host and pid (``user_attrs``), and
   ``reap_dead_trials`` fails RUNNING trials of this host whose process is gone, then enqueues a retry.
+- A trial stopped by Ctrl-C or SIGTERM ends FAIL (Optuna's rule) with the reason ``INTERRUPTED``;
+  ``retry_interrupted`` enqueues it again, same params, so it runs first on the next run.
+A failed trial that has been retried does not count toward ``--trials``: only trials that finished on
+their own (complete, pruned, or failed for a reason of their own) and running ones do.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import TrialState
 
 KEEP_ON_RETRY = ("seed_config",)
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM)"
 
 
 def pid_alive(pid: int) -> bool:
@@ -44,6 +49,37 @@ def reap_dead_trials(study: optuna.Study, pids: set[int] | None = None) -> list[
         study.enqueue_trial(trial.params, user_attrs={**kept, "retry_of": trial.number})
         reaped.append(trial.number)
     return reaped
+
+
+def retried_numbers(trials) -> set[int]:
+    """Numbers of failed trials that another trial retries (ours: ``retry_of``; Optuna's heartbeat
+    retry callback: the system attribute ``failed_trial``)."""
+    out = set()
+    for t in trials:
+        for number in (t.user_attrs.get("retry_of"), t.system_attrs.get("failed_trial")):
+            if number is not None:
+                out.add(number)
+    return out
+
+
+def counts_toward_total(trials) -> int:
+    retried = retried_numbers(trials)
+    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+               or (t.state == TrialState.FAIL and t.number not in retried) for t in trials)
+
+
+def retry_interrupted(study: optuna.Study) -> list[int]:
+    """Enqueue every interrupted trial that has no retry yet, with its params (and seed-config mark)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    out = []
+    for trial in trials:
+        if trial.state == TrialState.FAIL and trial.user_attrs.get("reason") == INTERRUPTED \
+                and trial.number not in retried:
+            kept = {k: trial.user_attrs[k] for k in KEEP_ON_RETRY if k in trial.user_attrs}
+            study.enqueue_trial(trial.params, user_attrs={**kept, "retry_of": trial.number})
+            out.append(trial.number)
+    return out
 
 
 def fail_stale(study: optuna.Study) -> None:

@@ -123,8 +123,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    check_output_file(args.output)
-    study = load_existing_study(args.study_name, storage_url_of(args))
+    url = storage_url_of(args)
+    check_output_file(args.output, storage_url=url)
+    study = load_existing_study(args.study_name, url)
     if not completed_trials(study):
         raise UsageError(f"study {args.study_name!r} has no completed trial yet; nothing to report")
     states = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState}

@@ -28,6 +28,7 @@ from search.data import load_splits
 from search.devices import resolve_device
 from search.outputs import AtomicFolder, check_output_folder
 from search.plots import seed_loss_plot, write_html
+from search.storage import STUDY_NAME
 from search.trial_file import load_trial_file
 from search.training import evaluate, fit
 
@@ -73,12 +74,21 @@ def verify(record: dict, net_config, train_config, options, device, tolerance: f
     return ok
 
 
+def default_output(record: dict) -> Path:
+    """runs/<study>-trial<N>, where the study name comes from the file: only a name that passes the
+    study-name check (no '/', no '..') is used, so a crafted file cannot write outside runs/."""
+    name = record.get("study_name", "trial")
+    if not STUDY_NAME.fullmatch(str(name)) or ".." in str(name):
+        name = "trial"
+    return Path("runs") / f"{name}-trial{record.get('trial_number', 0)}"
+
+
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     record, net_config, train_config, options = load_trial_file(args.trial_file)  # validate before anything
     if args.epochs is not None:
         train_config = replace(train_config, epochs=args.epochs)
-    out = args.out or Path("runs") / f"{record.get('study_name', 'trial')}-trial{record.get('trial_number', 0)}"
+    out = args.out or default_output(record)
     check_output_folder(out, overwrite=args.overwrite)
     device = resolve_device(args.device)
     apply_compile_flag(args.compile, device)

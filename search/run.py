@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import os
 import platform
 import signal
 import sys
@@ -25,14 +26,15 @@ from tqdm import tqdm
 from model import IMPLS
 from search import space as search_space
 from search.cli import (EXIT_INTERRUPTED, add_compile_arg, add_data_args, apply_compile_flag, data_options,
-                         positive_float, positive_int, run_main)
+                         int_between, positive_float, positive_int, run_main, seed_int)
 from search.data import load_splits
 from search.devices import resolve_device
 from search.errors import UsageError
+from search.interrupts import deferred_signals, interrupt_once
 from search.objective import DIRECTIONS, METRIC_NAMES, METRICS, Objective, catchable
-from search.recovery import fail_stale, recover
-from search.storage import (HEARTBEAT_INTERVAL_S, check_storage_url, check_study_name, default_storage, open_storage,
-                            redact, retry_on_race, storage_errors)
+from search.recovery import INTERRUPTED, counts_toward_total, fail_stale, recover, retry_interrupted
+from search.storage import (HEARTBEAT_INTERVAL_S, check_storage_url, check_study_name, default_storage, journal_path,
+                            open_storage, redact, repair_journal_tail, retry_on_race, storage_errors)
 from search.workers import run_worker_processes
 from search.plots import learning_curves
 from search.summary import best_trial, seed_trial, summary, trial_line
@@ -54,13 +56,18 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
 
 
-def make_pruner(name: str) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, space: str = "default", rungs: int = 1) -> optuna.pruners.BasePruner:
+    if rungs > 1 and name != "none":
+        # Successive halving over the training-set size: the objective reports at resource 1, 3, 9
+        # (1/9, 1/3, all of the images); the top third of each rung goes on.
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3,
+                                                      min_early_stopping_rate=0)
     if name == "median":
         # Five full trials before any pruning; after that a trial can be pruned from its first epoch on
         # (on MNIST the first epoch already ranks configurations well, and it is the cheapest to stop).
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=search_space.max_epochs(),
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=search_space.max_epochs(space),
                                               reduction_factor=3)
     if name == "successive-halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
@@ -80,21 +87,27 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pruner", choices=PRUNERS, default="median", help="pruner (default: median)")
     parser.add_argument("--space", choices=search_space.SPACES, default="default",
                         help="search space: the four main knobs, or all of the seed's section 1.1 (default: default)")
+    parser.add_argument("--rungs", type=int_between(1, 4, "a number of rungs from 1 to 4"), default=1,
+                        help="successive halving over the training-set size (the seed's 'small sample first'): "
+                             "with 3, every trial trains on 1/9 of the images, the best third goes on to 1/3, the "
+                             "best third of those to all; the pruner becomes Optuna's SuccessiveHalvingPruner over "
+                             "these rungs (default: 1, off)")
     parser.add_argument("--metric", choices=METRICS, default="loss",
                         help="minimise held-out loss or maximise held-out accuracy (default: loss)")
     parser.add_argument("--no-seed-trial", action="store_true",
                         help="do not enqueue the seed's configuration as a new study's first trial")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the split, sampler, init and batch order (default: 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seeds the split, sampler, init and batch order (default: 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--impl", choices=IMPLS, default="auto", help="attention implementation (default: auto)")
     add_compile_arg(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="print per-epoch lines in the seed's format")
-    parser.add_argument("--workers", type=positive_int, default=1,
-                        help="worker processes on this machine, one trial each at a time (default: 1)")
+    parser.add_argument("--workers", type=workers_arg, default="auto",
+                        help="worker processes on this machine, one trial each at a time; auto: one "
+                             "single-threaded worker per CPU core on the CPU, one per device on GPUs (default: auto)")
     parser.add_argument("--devices", default=None,
                         help="comma-separated devices assigned to workers round-robin, e.g. cuda:0,cuda:1 "
                              "(default: --device for every worker)")
-    parser.add_argument("--heartbeat-interval", type=positive_int, default=HEARTBEAT_INTERVAL_S,
+    parser.add_argument("--heartbeat-interval", type=int_between(1, 3600, "seconds from 1 to 3600"), default=HEARTBEAT_INTERVAL_S,
                         help="seconds between RDB heartbeats; a trial silent for 3 intervals is failed and "
                              f"retried (default: {HEARTBEAT_INTERVAL_S})")
     parser.add_argument("--create-only", action="store_true",
@@ -103,9 +116,24 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def workers_arg(text: str) -> int | str:
+    return text if text == "auto" else int_between(1, 256, "auto or a number of workers from 1 to 256")(text)
+
+
+def resolve_workers(requested: int | str, devices: list) -> int:
+    """``auto``: on the CPU one single-threaded process per core (two 1-thread workers beat one 2-thread
+    process: the closed form's small ops scale poorly across threads); on accelerators one per device."""
+    if requested != "auto":
+        return requested
+    if all(d.type == "cpu" for d in devices):
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    return len(devices)
+
+
 def study_identity(args: argparse.Namespace) -> dict:
     """What must match for trials to be comparable: refuse to mix anything else into one study."""
-    return {"space": args.space, "metric": args.metric, **data_options(args).identity()}
+    rungs = {"rungs": args.rungs} if args.rungs > 1 else {}  # absent when off: older studies still match
+    return {"space": args.space, "metric": args.metric, **rungs, **data_options(args).identity()}
 
 
 def versions() -> dict:
@@ -120,35 +148,62 @@ def versions() -> dict:
 
 def open_study(args: argparse.Namespace, storage_url: str, data_sizes: dict) -> optuna.Study:
     """Create the study (once: the process that creates it sets its attributes and enqueues the seed
-    trial), or load it and refuse settings that would make its trials incomparable."""
+    trial), or load it and refuse settings that would make its trials incomparable. A study whose
+    creation was cut short (no identity yet, no trials) is finished by the next run."""
     storage = open_storage(storage_url, heartbeat_interval=args.heartbeat_interval)
     identity = study_identity(args)
-    n_before = 0
     try:
+        storage.get_study_id_from_name(args.study_name)  # there already: load it (a create attempt would
+        exists = True                                    # add a CREATE_STUDY record to a journal each run)
+    except KeyError:
+        exists = False
+    try:
+        if exists:
+            raise optuna.exceptions.DuplicatedStudyError(args.study_name)
         study = retry_on_race(lambda: optuna.create_study(
             study_name=args.study_name, storage=storage, direction=DIRECTIONS[args.metric],
-            sampler=make_sampler(args.sampler, args.seed), pruner=make_pruner(args.pruner)))
+            sampler=make_sampler(args.sampler, args.seed), pruner=make_pruner(args.pruner, args.space, args.rungs)))
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=args.study_name, storage=storage, sampler=None,
-                                  pruner=make_pruner(args.pruner))
+                                  pruner=make_pruner(args.pruner, args.space, args.rungs))
         old = study.user_attrs.get("identity")
+        if old is None and not study.trials:
+            old = wait_for_identity(study)  # another process may be creating it this very moment
+            if old is None:
+                finish_creation(study, args, identity, data_sizes)
+                return study
         if old is not None and old != identity:
             diff = ", ".join(f"{k} {old.get(k)!r} -> {identity.get(k)!r}" for k in identity if old.get(k) != identity[k])
             raise UsageError(f"study {args.study_name!r} was run with other settings ({diff}); trials would not be "
                              "comparable: use another --study-name, or the study's own settings") from None
-        n_before = len(study.trials)
         # Offset the sampler's seed by the trials already there, so a resumed run does not replay the
         # random start-up points of the first run.
-        study.sampler = make_sampler(args.sampler, args.seed + n_before)
+        study.sampler = make_sampler(args.sampler, args.seed + len(study.trials))
         return study
+    finish_creation(study, args, identity, data_sizes)
+    return study
+
+
+def wait_for_identity(study: optuna.Study, seconds: float = 3.0) -> dict | None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        identity = study.user_attrs.get("identity")
+        if identity is not None or study.trials:
+            return identity
+    return None
+
+
+def finish_creation(study: optuna.Study, args: argparse.Namespace, identity: dict, data_sizes: dict) -> None:
+    """Everything a new study gets besides its row: metric name, identity, sizes, versions, seed trial.
+    The identity is written last but one: until it is there, a rerun knows creation did not finish."""
     study.set_metric_names([METRIC_NAMES[args.metric]])
-    study.set_user_attr("identity", identity)
     study.set_user_attr("split_sizes", data_sizes)
     study.set_user_attr("versions", versions())
     study.set_user_attr("space_ranges", search_space.ranges(args.space))
     if not args.no_seed_trial:
         study.enqueue_trial(search_space.seed_params(args.space), user_attrs={"seed_config": True})
-    return study
+    study.set_user_attr("identity", identity)
 
 
 def publish_learning_curves(study: optuna.Study) -> None:
@@ -165,12 +220,9 @@ def publish_learning_curves(study: optuna.Study) -> None:
         save_plotly_graph_object(study, learning_curves(curves), graph_object_id="learning-curves")
 
 
-def interrupt_once(signum, frame):
-    """SIGINT/SIGTERM -> one KeyboardInterrupt; later signals are ignored, so a second Ctrl-C cannot cut
-    short Optuna's marking of the interrupted trial as FAIL."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
+def interrupted_numbers(study: optuna.Study) -> set[int]:
+    return {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if t.user_attrs.get("reason") == INTERRUPTED}
 
 
 def run_trials(study: optuna.Study, objective, *, budget: int, timeout: float | None, on_trial) -> None:
@@ -180,7 +232,7 @@ def run_trials(study: optuna.Study, objective, *, budget: int, timeout: float | 
     while timeout is None or time.monotonic() - start < timeout:
         fail_stale(study)  # heartbeat check: a dead worker's trial must not hold a budget slot
         trials = study.get_trials(deepcopy=False)
-        if sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in trials) >= budget:
+        if counts_toward_total(trials) >= budget:
             return
         study.optimize(objective, n_trials=1, catch=catchable(), callbacks=[on_trial])
 
@@ -190,27 +242,41 @@ def main(argv=None) -> int:
     check_study_name(args.study_name)
     storage_url = check_storage_url(args.storage or default_storage(args.study_name))
     devices = [resolve_device(d) for d in args.devices.split(",")] if args.devices else [resolve_device(args.device)]
+    args.workers = resolve_workers(args.workers, devices)
     # Our own per-trial lines (with the reason of a failure) replace Optuna's warnings and tracebacks.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     data = load_splits(data_options(args))  # before the storage: a data error leaves no empty study behind
     sizes = data.sizes()
-    with storage_errors(storage_url):
+    journal = journal_path(storage_url)
+    if journal is not None and (dropped := repair_journal_tail(journal)):
+        print(f"{journal}: dropped an unfinished last record ({dropped} bytes) left by an interrupted write "
+              "(a full disk or a kill); every complete record is kept", file=sys.stderr)
+    # Creating a study is one unit: a Ctrl-C or SIGTERM meanwhile takes effect right after it.
+    with storage_errors(storage_url), deferred_signals():
         study = open_study(args, storage_url, sizes)
-        reaped = recover(study)
+        reaped, interrupted = recover(study), retry_interrupted(study)
     if reaped:
         print(f"failed and re-enqueued trial(s) {', '.join(map(str, reaped))}: their worker process is gone")
+    if interrupted:
+        print(f"re-enqueued interrupted trial(s) {', '.join(map(str, interrupted))}: they run first, same params")
     metric_name = METRIC_NAMES[args.metric]
     if args.create_only:
         print(f"study {args.study_name} is ready in {redact(storage_url)}; start workers with the same command "
               "without --create-only")
         return 0
-    done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+    # Compile here, once: a failure is one line (or, with --compile, the error), and the workers then
+    # load the kernels from inductor's on-disk cache instead of compiling again.
+    args.compile = apply_compile_flag(args.compile, devices[0])
+    trials = study.get_trials(deepcopy=False)
+    done = counts_toward_total(trials) - sum(t.state == TrialState.RUNNING for t in trials)
     where = ", ".join(str(d) for d in devices)
     print(f"study {args.study_name}: {done} of {args.n_trials} trials done; training on {where} "
-          f"({args.workers} worker{'s' if args.workers > 1 else ''}), {sizes['train']} images, scored on "
+          f"({args.workers} worker{'s' if args.workers > 1 else ''}, "
+          f"{'compiled' if args.compile else 'eager'} kernels), {sizes['train']} images, scored on "
           f"{sizes['held_out']} {args.eval_on} images", flush=True)
     start = time.perf_counter()
+    interrupted_before = interrupted_numbers(study)
     with storage_errors(storage_url):
         if args.workers > 1:
             code = run_worker_processes(args, storage_url, devices, study)
@@ -220,13 +286,14 @@ def main(argv=None) -> int:
         print(f"\n{summary(study, storage_url, metric_name)}")
     print(f"wall time {time.perf_counter() - start:.1f} s")
     if code == EXIT_INTERRUPTED:
-        print(f"interrupted: running trials were marked FAIL; run the same command to continue to "
-              f"{args.n_trials} trials", file=sys.stderr)
+        stopped = sorted(interrupted_numbers(study) - interrupted_before)
+        what = (f"trial(s) {', '.join(map(str, stopped))} were marked FAIL and will run again first; "
+                if stopped else "no trial was running; ")
+        print(f"interrupted: {what}run the same command to continue to {args.n_trials} trials", file=sys.stderr)
     return code
 
 
 def run_in_process(args, device, data, study: optuna.Study, done: int) -> int:
-    apply_compile_flag(args.compile, device)
     metric_name = METRIC_NAMES[args.metric]
     bar = tqdm(total=args.n_trials, initial=min(done, args.n_trials), unit="trial", desc="trials",
                dynamic_ncols=True, file=sys.stderr, disable=None)
@@ -236,7 +303,7 @@ def run_in_process(args, device, data, study: optuna.Study, done: int) -> int:
         bar.update(1)
 
     objective = Objective(data=data.to(device), device=device, space=args.space, metric=args.metric,
-                          seed=args.seed, impl=args.impl, log=bar.write if args.verbose else None)
+                          seed=args.seed, impl=args.impl, log=bar.write if args.verbose else None, rungs=args.rungs)
     previous = {sig: signal.signal(sig, interrupt_once) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         run_trials(study, objective, budget=args.n_trials, timeout=args.timeout, on_trial=on_trial)

@@ -44,7 +44,7 @@ SQLITE_TIMEOUT_S = float(os.environ.get("SE_CCA_SQLITE_TIMEOUT", "60"))
 
 
 def check_study_name(name: str) -> str:
-    if not STUDY_NAME.match(name or ""):
+    if not STUDY_NAME.fullmatch(name or ""):  # fullmatch: "$" alone would let a trailing newline through
         raise UsageError(f"--study-name {name!r}: use letters, digits, '.', '_' or '-' (no '/' or spaces), "
                          "at most 100 characters")
     return name
@@ -55,9 +55,21 @@ def default_storage(study_name: str) -> str:
 
 
 def sqlite_path(url: str) -> Path | None:
-    if url.startswith("sqlite:///"):
-        return Path(url[len("sqlite:///"):])
-    return None
+    """The file a ``sqlite:///`` URL opens, read the way SQLAlchemy reads it: the query string
+    (``?timeout=5``) is not part of the path, and with ``?uri=true`` a ``file:`` prefix is not either."""
+    if not url.startswith("sqlite:///"):
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise UsageError(f"--storage {redact(url)!r} is not a valid URL; use sqlite:///PATH.db") from None
+    database = parsed.database or ""
+    if str(parsed.query.get("uri", "")).lower() in ("true", "1") and database.startswith("file:"):
+        database = database[len("file:"):].split("?", 1)[0]
+    return Path(database)
 
 
 def journal_path(url: str) -> Path | None:
@@ -75,8 +87,10 @@ def check_storage_url(url: str) -> str:
         return url
     scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
     if scheme not in RDB_SCHEMES:
-        raise UsageError(f"--storage {url!r} is not a supported storage URL; use sqlite:///PATH.db, "
-                         "journal:PATH.log, postgresql://USER@HOST/DB or mysql://USER@HOST/DB")
+        raise UsageError(f"--storage {redact(url)!r} is not a supported storage URL; use sqlite:///PATH.db, "
+                         "journal:PATH.log, postgresql+psycopg2://USER@HOST/DB or mysql+pymysql://USER@HOST/DB")
+    if scheme == "postgresql" and url.split("://", 1)[0] == "postgresql":
+        check_default_postgres_driver(url)
     if scheme == "sqlite":
         path = sqlite_path(url)
         if path is None or str(path) in ("", ":memory:"):
@@ -85,7 +99,23 @@ def check_storage_url(url: str) -> str:
     return url
 
 
+def check_default_postgres_driver(url: str) -> None:
+    """A bare postgresql:// URL loads SQLAlchemy's default driver; the [postgres] extra installs psycopg2."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        make_url(url).get_dialect().import_dbapi()
+    except ImportError as exc:
+        raise UsageError(f"--storage {redact(url)!r}: SQLAlchemy's default PostgreSQL driver is not installed "
+                         f"({exc}); write postgresql+psycopg2://... (pip install -e '.[postgres]')") from None
+    except Exception:
+        pass  # a malformed URL: Optuna's own error says more
+
+
 def check_journal_file(path: Path) -> None:
+    """Refuse a file that is not an Optuna journal, or one with a damaged record in the middle. A last
+    record without its newline is an interrupted write (a full disk, a kill): ``repair_journal_tail``
+    drops it before the next write, since Optuna would otherwise append onto it."""
     if str(path) in ("", "."):
         raise UsageError("--storage journal: give a file, e.g. journal:studies/NAME.log")
     if path.is_dir():
@@ -93,13 +123,53 @@ def check_journal_file(path: Path) -> None:
     if not path.exists() or path.stat().st_size == 0:
         return
     with open(path, "rb") as fh:
-        first = fh.readline(1 << 16)
+        for number, line in enumerate(fh, start=1):
+            if not line.endswith(b"\n"):  # the unfinished last record: it must at least start like one
+                if not line.startswith(b'{"op_code":'):
+                    raise UsageError(f"{path}: not an Optuna journal file; choose another --storage path")
+                break
+            try:
+                ok = isinstance(json.loads(line), dict)
+            except (ValueError, UnicodeDecodeError):
+                ok = False
+            if not ok and number == 1:
+                raise UsageError(f"{path}: not an Optuna journal file; choose another --storage path")
+            if not ok:
+                raise UsageError(f"{path}: record {number} is damaged (not one JSON object); restore the file from "
+                                 "a copy, or remove that line and every line after it to keep the trials before it")
+
+
+def repair_journal_tail(path: Path) -> int:
+    """Drop an unfinished last record (no newline: a write cut short by a full disk or a kill), under the
+    lock Optuna's writers take, so a resume appends after the last complete record. -> bytes dropped."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return 0
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
     try:
-        ok = isinstance(json.loads(first), dict)
-    except (ValueError, UnicodeDecodeError):
-        ok = False
-    if not ok:
-        raise UsageError(f"{path}: not an Optuna journal file; choose another --storage path")
+        with open(path, "rb+") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - 1))
+            if fh.read(1) == b"\n":
+                return 0
+            keep, pos = 0, size  # find the last newline, reading backwards in blocks
+            while pos > 0:
+                start = max(0, pos - (1 << 16))
+                fh.seek(start)
+                block = fh.read(pos - start)
+                at = block.rfind(b"\n")
+                if at >= 0:
+                    keep = start + at + 1
+                    break
+                pos = start
+            fh.truncate(keep)
+            fh.flush()
+            os.fsync(fh.fileno())
+            return size - keep
+    finally:
+        lock.release()
 
 
 def check_sqlite_file(path: Path) -> None:
@@ -175,6 +245,8 @@ def retry_on_race(make, attempts: int = CREATE_ATTEMPTS):
     for attempt in range(attempts):
         try:
             return make()
+        except optuna.exceptions.DuplicatedStudyError:
+            raise  # the study is simply there: no race to wait out (this cost every resume 2-4 s)
         except Exception as exc:
             if attempt == attempts - 1 or not is_creation_race(exc):
                 raise
@@ -221,4 +293,4 @@ def storage_errors(url: str):
 
 def redact(url: str) -> str:
     """Hide a password in a database URL before printing it."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)

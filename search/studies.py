@@ -12,7 +12,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import UsageError
-from search.storage import check_storage_url, check_study_name, default_storage, open_storage, sqlite_path
+from search.storage import (check_storage_url, check_study_name, default_storage, journal_path, open_storage, redact,
+                            sqlite_path)
 
 
 def add_study_args(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +28,7 @@ def storage_url_of(args: argparse.Namespace) -> str:
 
 
 def load_existing_study(study_name: str, storage_url: str) -> optuna.Study:
-    path = sqlite_path(storage_url)
+    path = sqlite_path(storage_url) or journal_path(storage_url)  # reading must never create a file
     if path is not None and not path.is_file():
         raise UsageError(f"no study file {path}; run `python -m search.run --study-name {study_name}` first, "
                          "or pass --storage")
@@ -35,7 +36,7 @@ def load_existing_study(study_name: str, storage_url: str) -> optuna.Study:
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if study_name not in names:
         there = ", ".join(names) if names else "none"
-        raise UsageError(f"no study named {study_name!r} in {storage_url} (studies there: {there})")
+        raise UsageError(f"no study named {study_name!r} in {redact(storage_url)} (studies there: {there})")
     return optuna.load_study(study_name=study_name, storage=storage)
 
 

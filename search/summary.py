@@ -40,10 +40,11 @@ def trial_line(trial: FrozenTrial, metric_name: str) -> str:
 
 
 def seed_trial(study: optuna.Study) -> FrozenTrial | None:
-    for trial in study.get_trials(deepcopy=False):
-        if trial.user_attrs.get("seed_config"):
-            return trial
-    return None
+    """The seed's configuration: its first run, or the retry that finished when that run was
+    interrupted or its worker died."""
+    runs = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("seed_config")]
+    finished = [t for t in runs if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    return (finished or runs or [None])[0]
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:

@@ -16,35 +16,36 @@ from pathlib import Path
 import torch
 
 from model import IMPLS, NetConfig, SECCANet, count_parameters, save_model
-from search.cli import (add_compile_arg, add_data_args, apply_compile_flag, data_options, positive_float,
-                         positive_int, run_main)
+from search.cli import (add_compile_arg, add_data_args, apply_compile_flag, data_options, int_between,
+                         positive_float, run_main, seed_int)
 from search.data import load_splits
 from search.devices import resolve_device
-from search.errors import UsageError
+from search.outputs import AtomicFolder, check_output_folder
 from search.training import OPTIMIZERS, TrainConfig, evaluate, fit
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m search.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--hidden-size", type=positive_int, default=128, help="fc1 width (default: 128)")
+    parser.add_argument("--hidden-size", type=int_between(1, 16384, "a width from 1 to 16384"), default=128, help="fc1 width (default: 128)")
     parser.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default: 0.001)")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default: 64)")
-    parser.add_argument("--epochs", type=positive_int, default=10, help="epochs (default: 10)")
+    parser.add_argument("--batch-size", type=int_between(1, 65536, "a batch size from 1 to 65536"), default=64, help="batch size (default: 64)")
+    parser.add_argument("--epochs", type=int_between(1, 1000, "epochs from 1 to 1000"), default=10, help="epochs (default: 10)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="optimiser (default: adam)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--impl", choices=IMPLS, default="auto",
                         help="attention implementation; same function either way (default: auto)")
     add_compile_arg(parser)
-    parser.add_argument("--seed", type=int, default=0, help="seeds the split, the init and the batch order (default: 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seeds the split, the init and the batch order (default: 0)")
     parser.add_argument("--out", type=Path, default=None, help="save model.safetensors + config.json here (default: none)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: off)")
     add_data_args(parser)
     return parser
 
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        raise UsageError(f"--out {args.out} exists and is not a folder; choose another path")
+    if args.out is not None:  # checked before training, as retrain does: never a model beside another's files
+        check_output_folder(args.out, overwrite=args.overwrite)
     device = resolve_device(args.device)
     apply_compile_flag(args.compile, device)
     data = load_splits(data_options(args)).to(device)
@@ -64,8 +65,8 @@ def main(argv=None) -> int:
     print(f"held-out loss {last.eval_loss:.4f}, accuracy {last.eval_accuracy:.4f}")
     print(f"test loss {test_loss:.4f}, accuracy {test_acc:.4f}")
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        save_model(model, args.out, extra={"train": config.to_dict(), "data": data_options(args).identity()})
+        with AtomicFolder(args.out) as tmp:  # weights and config appear together, replacing the folder whole
+            save_model(model, tmp, extra={"train": config.to_dict(), "data": data_options(args).identity()})
         print(f"saved {args.out}/model.safetensors and config.json")
     return 0
 

@@ -20,6 +20,9 @@ from search.devices import synchronize
 from search.errors import DivergedError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+# Learning-rate schedules over all of a run's steps: the seed's constant rate, a cosine decay to 0 after
+# a linear warm-up, or PyTorch's one-cycle (warm up to ``lr``, then anneal far below it).
+SCHEDULES = ("constant", "cosine", "onecycle")
 EVAL_BATCH = 1000
 
 
@@ -31,12 +34,19 @@ class TrainConfig:
     optimizer: str = "adam"  # the seed's Adam
     weight_decay: float = 0.0
     momentum: float = 0.9  # SGD only
+    schedule: str = "constant"  # the seed's constant learning rate
+    warmup: float = 0.0  # fraction of all steps spent warming up (cosine, onecycle)
+    label_smoothing: float = 0.0  # training loss only; held-out and test losses are plain cross-entropy
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if not (self.lr > 0 and self.batch_size >= 1 and self.epochs >= 1 and self.weight_decay >= 0):
             raise ValueError("lr > 0, batch_size >= 1, epochs >= 1 and weight_decay >= 0 are required")
+        if not (0.0 <= self.warmup < 1.0 and 0.0 <= self.label_smoothing < 1.0):
+            raise ValueError("warmup and label_smoothing must be in [0, 1)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,11 +56,29 @@ class TrainConfig:
 class EpochResult:
     epoch: int  # 1-based
     train_loss: float  # mean over the epoch's images
-    eval_loss: float  # held-out
-    eval_accuracy: float
+    eval_loss: float | None  # held-out; None on epochs that were not scored (``score_every_epoch=False``)
+    eval_accuracy: float | None
     seconds: float  # training + evaluation
     train_images_per_second: float
     step_losses: list[float] = field(default_factory=list, repr=False)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int):
+    """A per-step scheduler for ``config.schedule`` over ``total_steps``, or None for a constant rate."""
+    if config.schedule == "onecycle":
+        # PyTorch's one-cycle; its warm-up phase needs at least two steps to be well defined.
+        pct_start = min(max(config.warmup, 2.0 / total_steps), 0.5)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps,
+                                                   pct_start=pct_start)
+    warm = int(config.warmup * total_steps)
+    if config.schedule == "cosine":
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, total_steps - warm)))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return None
 
 
 def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
@@ -81,14 +109,18 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
 def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor,
         eval_y: torch.Tensor, config: TrainConfig, *, seed: int = 0,
         on_epoch: Callable[[EpochResult], None] | None = None,
-        log: Callable[[str], None] | None = None, log_every: int = 100) -> list[EpochResult]:
-    """Train ``model`` in place; all tensors already on the model's device. Raises DivergedError."""
+        log: Callable[[str], None] | None = None, log_every: int = 100,
+        score_every_epoch: bool = True) -> list[EpochResult]:
+    """Train ``model`` in place; all tensors already on the model's device. Raises DivergedError.
+    ``score_every_epoch=False`` scores the held-out images after the last epoch only (a successive-halving
+    rung needs just its final score; scoring 10,000 images each epoch can cost half a small rung)."""
     device = train_x.device
     optimizer = make_optimizer(model.parameters(), config)
-    criterion = nn.CrossEntropyLoss()
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     gen = torch.Generator().manual_seed(seed)  # batch order: CPU generator, same on every device
     n = len(train_y)
     steps = math.ceil(n / config.batch_size)
+    scheduler = make_scheduler(optimizer, config, steps * config.epochs)
     # On accelerators, reading the loss every step would stall the queue; check every `check` steps.
     check = 1 if device.type == "cpu" else 50
     history: list[EpochResult] = []
@@ -104,6 +136,8 @@ def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, eval_x: 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             losses[step] = loss.detach()
             if (step + 1) % check == 0 or step + 1 == steps:
                 _check_finite(losses, checked, step + 1, epoch)
@@ -115,13 +149,14 @@ def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, eval_x: 
         sizes = torch.full((steps,), float(config.batch_size), device=device)
         sizes[-1] = n - (steps - 1) * config.batch_size
         train_loss = float((losses * sizes).sum() / n)
-        eval_loss, eval_acc = evaluate(model, eval_x, eval_y)
-        if log is not None:
+        scored = score_every_epoch or epoch == config.epochs
+        eval_loss, eval_acc = evaluate(model, eval_x, eval_y) if scored else (None, None)
+        if log is not None and scored:
             log(f"Epoch[{epoch}/{config.epochs}],Test Loss:{eval_loss:.4f}")
         result = EpochResult(epoch, train_loss, eval_loss, eval_acc, time.perf_counter() - start,
                              n / train_seconds, losses.tolist())
         history.append(result)
-        if not math.isfinite(eval_loss):
+        if scored and not math.isfinite(eval_loss):
             raise DivergedError(epoch, steps, eval_loss)
         if on_epoch is not None:
             on_epoch(result)

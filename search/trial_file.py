@@ -17,6 +17,7 @@ from optuna.trial import FixedTrial
 from model import NetConfig
 from search import space as search_space
 from search.data import DATASETS, EVAL_ON, DataOptions
+from search.cli import SEED_MAX
 from search.errors import UsageError
 from search.training import TrainConfig
 
@@ -55,6 +56,8 @@ def read_json(path: Path) -> dict:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, 200,000 nested brackets
+        raise UsageError(f"{path}: not a usable JSON file ({str(exc).splitlines()[0][:80]})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a JSON object at the top level")
     return data
@@ -69,7 +72,8 @@ def check_params(params: dict, space: str, where: str = "params") -> tuple[NetCo
                              f"(parameters: {', '.join(ranges)})")
         spec = ranges[name]
         if "choices" in spec:
-            if value not in spec["choices"] or isinstance(value, bool):
+            # Same type too: 64.0 == 64, but a float batch size fails later, inside training.
+            if not any(value == c and type(value) is type(c) for c in spec["choices"]):
                 raise UsageError(f"{where}.{name} = {json.dumps(value)} is not allowed; choose from "
                                  f"{', '.join(json.dumps(c) for c in spec['choices'])}")
             continue
@@ -117,16 +121,24 @@ def validate(data: dict, path: Path) -> tuple[NetConfig, TrainConfig, DataOption
             raise UsageError(f"{path}: missing key data.{key}")
         _check_type(f"{path}: data.{key}", data["data"][key], expected)
     d = data["data"]
+    if not 0 <= d["seed"] <= SEED_MAX or ("seed" in data and not 0 <= data["seed"] <= SEED_MAX):
+        raise UsageError(f"{path}: data.seed and seed must be from 0 to {SEED_MAX}")
+    for key in ("val_size", "train_subset"):
+        if d[key] is not None and not 0 <= d[key] <= 10_000_000:
+            raise UsageError(f"{path}: data.{key} = {d[key]} is out of range (0 to 10,000,000)")
     if d["dataset"] not in DATASETS:
         raise UsageError(f"{path}: data.dataset {d['dataset']!r} is unknown; choose from {', '.join(DATASETS)}")
     if d["eval_on"] not in EVAL_ON:
         raise UsageError(f"{path}: data.eval_on {d['eval_on']!r} is unknown; choose from {', '.join(EVAL_ON)}")
     net, train = check_params(data["params"], data["space"], where=f"{path}: params")
     for key, resolved in (("model", net.to_dict()), ("train", train.to_dict())):
-        if key in data and data[key] != resolved:
-            diff = next(k for k in resolved if data[key].get(k) != resolved[k])
-            raise UsageError(f"{path}: {key}.{diff} = {json.dumps(data[key].get(diff))} disagrees with the params "
-                             f"({json.dumps(resolved[diff])}); edit params, not {key}")
+        # Files from before a knob existed lack its key: only the keys a file holds must agree.
+        for name, value in data.get(key, {}).items():
+            if name not in resolved:
+                raise UsageError(f"{path}: unknown key {key}.{name} (allowed: {', '.join(resolved)})")
+            if value != resolved[name]:
+                raise UsageError(f"{path}: {key}.{name} = {json.dumps(value)} disagrees with the params "
+                                 f"({json.dumps(resolved[name])}); edit params, not {key}")
     options = DataOptions(dataset=d["dataset"], val_size=d["val_size"] or None, train_subset=d["train_subset"],
                           eval_on=d["eval_on"], seed=d["seed"])
     return net, train, options

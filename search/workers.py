@@ -32,7 +32,8 @@ def worker_entry(arg_dict: dict, storage_url: str, device_name: str, threads: in
     from search.data import load_splits
     from search.devices import resolve_device
     from search.objective import METRIC_NAMES, Objective
-    from search.run import interrupt_once, make_pruner, make_sampler, run_trials
+    from search.interrupts import interrupt_once
+    from search.run import make_pruner, make_sampler, run_trials
     from search.storage import open_storage
     from search.summary import trial_line
 
@@ -52,11 +53,11 @@ def worker_entry(arg_dict: dict, storage_url: str, device_name: str, threads: in
         # Each worker its own sampler seed, so workers do not propose the same random start-up points.
         study = optuna.load_study(study_name=args.study_name, storage=storage,
                                   sampler=make_sampler(args.sampler, args.seed + n_before + 7919 * (index + 1)),
-                                  pruner=make_pruner(args.pruner))
+                                  pruner=make_pruner(args.pruner, args.space, args.rungs))
         metric_name = METRIC_NAMES[args.metric]
         objective = Objective(data=data, device=device, space=args.space, metric=args.metric, seed=args.seed,
                               impl=args.impl, log=(lambda line: print(f"{prefix} {line}", flush=True))
-                              if args.verbose else None)
+                              if args.verbose else None, rungs=args.rungs)
         run_trials(study, objective, budget=args.n_trials, timeout=args.timeout,
                    on_trial=lambda s, t: print(f"{prefix} {trial_line(t, metric_name)}", flush=True))
     except KeyboardInterrupt:

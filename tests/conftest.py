@@ -68,3 +68,13 @@ def postgres(tmp_path_factory):
     yield server
     server.stop()
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def eager_kernels_after_each_test():
+    """Commands switch the compiled kernels on by default (a process-wide switch); tests that ran one in
+    this process must not leave it on for the float64 equivalence tests that follow."""
+    yield
+    from model.closed_form import use_compiled_kernels
+
+    use_compiled_kernels(False)

@@ -22,7 +22,7 @@ import pytest
 from optuna.trial import TrialState
 
 FAST = ["--dataset", "synthetic", "--train-subset", "100", "--val-size", "100", "--pruner", "none",
-        "--heartbeat-interval", "1"]
+        "--heartbeat-interval", "1", "--workers", "1", "--no-compile"]
 ENV = {**os.environ, "PYTHONPATH": os.getcwd(), "SE_CCA_TEST_EPOCHS": "1,2"}
 
 
@@ -216,6 +216,32 @@ def test_full_disk(tmp_path):
     code, out, err = finish(cli(storage, "--trials", "8"))
     assert code == 0, err
     check_invariants(storage, before)
+
+
+def test_journal_full_disk_leaves_a_study_that_resumes(tmp_path):
+    """ENOSPC mid-record leaves half a JSON line; the rerun must not append onto it (which made the
+    journal unreadable for every later command) but drop it and go on."""
+    log = tmp_path / "full.log"
+    storage = f"journal:{log}"
+    assert finish(cli(storage, "--trials", "2"))[0] == 0
+    before = completed(load(storage))
+    limit = log.stat().st_size + 40  # room for part of the next record only
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    code, out, err = finish(cli(storage, "--trials", "6", preexec_fn=cap))
+    assert code == 3, err
+    assert "Traceback" not in err
+    assert not log.read_bytes().endswith(b"\n")  # the cut-short record is there, as after a real full disk
+    code, out, err = finish(cli(storage, "--trials", "6"))
+    assert code == 0, err
+    assert "dropped an unfinished last record" in err
+    study = check_invariants(storage, before)
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) >= 6
+    export = subprocess.run([sys.executable, "-m", "search.export", "--study-name", "f", "--storage", storage,
+                             "-o", str(tmp_path / "best.json")], capture_output=True, text=True, env=ENV)
+    assert export.returncode == 0, export.stderr
 
 
 # ----------------------------------------------------------------------------------------------- PostgreSQL

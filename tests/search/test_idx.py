@@ -51,3 +51,28 @@ def test_corrupt_gzip(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match="cannot read it"):
         parse_images(path)
+
+
+def test_a_gzip_bomb_is_refused_by_its_header_without_inflating_it(tmp_path):
+    """1.5 MB of gzip that inflates to 1.5 GB of zeros: the zero magic number is refused after 16 bytes."""
+    import resource
+
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    with gzip.open(path, "wb", compresslevel=9) as fh:
+        block = bytes(1 << 24)
+        for _ in range(96):  # 1.5 GiB of zeros
+            fh.write(block)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(DataError, match="not an IDX image file"):
+        parse_images(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB: no inflating
+
+
+def test_a_header_that_claims_too_much_or_nothing_is_refused(tmp_path):
+    path = tmp_path / "i"
+    path.write_bytes(struct.pack(">IIII", 0x803, 0, 28, 28))
+    with pytest.raises(DataError, match="header says 0 items"):
+        parse_images(path)
+    path.write_bytes(struct.pack(">IIII", 0x803, 4_000_000_000, 28, 28) + bytes(784))
+    with pytest.raises(DataError, match="header says 4000000000 items"):
+        parse_images(path)

@@ -2,11 +2,13 @@
 
 import json
 import os
+import stat
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import optuna
 import pytest
@@ -16,7 +18,7 @@ from model import load_model
 from search import compare, evaluate, export, report, retrain, run
 from search.cli import run_main
 
-FAST = ["--dataset", "synthetic", "--train-subset", "200", "--val-size", "200"]
+FAST = ["--dataset", "synthetic", "--train-subset", "200", "--val-size", "200", "--workers", "1", "--no-compile"]
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +236,143 @@ def test_outputs_get_ordinary_permissions(tmp_path):
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "run").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "run" / "b.json").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "device", "storage", "long-name"])
+def test_output_that_must_not_be_replaced_is_refused(study_db, tmp_path, capsys, kind):
+    target = tmp_path / "target.json"
+    target.write_text("keep me\n")
+    if kind == "symlink":
+        out = tmp_path / "link.json"
+        out.symlink_to(target)
+    elif kind == "fifo":
+        out = tmp_path / "pipe"
+        os.mkfifo(out)
+    elif kind == "device":
+        out = Path("/dev/null")
+    elif kind == "storage":
+        out = study_db
+    else:
+        out = tmp_path / ("x" * 250 + ".json")
+    before = study_db.read_bytes()
+    for main in (export.main, report.main):
+        assert run_main(main, [*study_args(study_db), "-o", str(out)]) == 2
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert line.startswith("error: ") and str(out.name)[:20] in line, line
+    assert target.read_text() == "keep me\n"
+    assert study_db.read_bytes() == before
+    if kind == "symlink":
+        assert out.is_symlink()
+    if kind == "fifo":
+        assert stat.S_ISFIFO(os.stat(out).st_mode)
+
+
+def test_train_refuses_a_model_folder_unless_overwrite(tmp_path, capsys):
+    from search import train
+
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")  # another model's files
+    argv = ["--dataset", "synthetic", "--train-subset", "100", "--val-size", "100", "--epochs", "1",
+            "--hidden-size", "8", "--no-compile", "--out", str(out)]
+    assert run_main(train.main, argv) == 2
+    assert "already holds files" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+    assert run_main(train.main, [*argv, "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]  # replaced whole
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left
+
+
+def test_evaluate_checks_weight_shapes_before_allocating(exported, tmp_path, capsys):
+    """config.json says hidden_size 1,000,000 beside small weights: refused from the file header, long
+    before the 3 GB that building such a model would take."""
+    import resource
+
+    out = tmp_path / "m"
+    assert run_main(retrain.main, [str(exported), "--epochs", "1", "--out", str(out), "--no-compile"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    config["model"]["hidden_size"] = 1_000_000
+    (out / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert run_main(evaluate.main, [str(out)]) == 2
+    assert "does not match config.json: fc1." in capsys.readouterr().err
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500 * 1024  # KiB
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r["params"].update(batch_size=64.0), "params.batch_size = 64.0 is not allowed"),
+    (lambda r: r["model"].update(extra=1), "unknown key model.extra"),
+    (lambda r: r["curves"].update(eval_loss=["x"]), "curves.eval_loss must be a list of numbers"),
+    (lambda r: r["data"].update(seed=10**30), "data.seed and seed must be from 0 to 4294967295"),
+])
+def test_compare_and_retrain_refuse_wrongly_typed_files(exported, tmp_path, capsys, change, message):
+    record = json.loads(exported.read_text())
+    change(record)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(record))
+    assert run_main(compare.main, [str(path), str(exported), "-o", str(tmp_path / "c.html")]) == 2
+    assert message in capsys.readouterr().err
+    if "curves" not in message:
+        assert run_main(retrain.main, [str(path), "--out", str(tmp_path / "m")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "c.html").exists()
+
+
+@pytest.mark.parametrize("text, message", [("[" * 200_000, "not a usable JSON file"),
+                                           ('{"a": ' + "9" * 5000 + "}", "not a usable JSON file")])
+def test_hostile_json_is_one_line(tmp_path, capsys, text, message):
+    path = tmp_path / "x.json"
+    path.write_text(text)
+    assert run_main(retrain.main, [str(path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_compare_refuses_a_non_ascii_digit(study_db, tmp_path, capsys):
+    assert run_main(compare.main, ["²", "0", *study_args(study_db), "-o", str(tmp_path / "c.html")]) == 2
+    assert "'²' is neither a trial number nor an existing exported file" in capsys.readouterr().err
+
+
+def test_full_disk_during_report_is_one_line_and_leaves_nothing(study_db, tmp_path):
+    import resource
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))  # the report is ~5 MB
+
+    out = tmp_path / "r.html"
+    proc = subprocess.run([sys.executable, "-m", "search.report", *study_args(study_db), "-o", str(out)],
+                          capture_output=True, text=True, timeout=120, preexec_fn=cap,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: File too large while writing")
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_retrain_default_folder_stays_under_runs(exported, tmp_path, monkeypatch):
+    record = json.loads(exported.read_text())
+    for name in ("../../escaped", "/abs/path", "a/b"):
+        record["study_name"] = name
+        assert str(retrain.default_output(record)).startswith("runs/trial-trial")
+    record["study_name"] = "fine.name"
+    assert str(retrain.default_output(record)) == f"runs/fine.name-trial{record['trial_number']}"
+
+
+def test_read_only_commands_never_create_a_journal_file(tmp_path, capsys):
+    log = tmp_path / "sub" / "none.log"
+    for main in (export.main, report.main):
+        assert run_main(main, ["--storage", f"journal:{log}", "-o", str(tmp_path / "o")]) == 2
+        assert "no study file" in capsys.readouterr().err
+    assert not (tmp_path / "sub").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--host", ""], "an empty host would bind every interface"),
+    (["--port", "70000"], "expected a port from 1 to 65535"),
+    (["--host", "999.1.1.1"], "cannot listen on 999.1.1.1:8080"),
+])
+def test_dashboard_bad_host_or_port_is_one_line(study_db, argv, message):
+    proc = subprocess.run([sys.executable, "-m", "search.dashboard", *study_args(study_db), *argv],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr

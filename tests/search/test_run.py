@@ -16,7 +16,7 @@ from search.cli import run_main
 from search.space import SEED_PARAMS
 from search.training import TrainConfig
 
-FAST = ["--dataset", "synthetic", "--train-subset", "200", "--val-size", "200"]
+FAST = ["--dataset", "synthetic", "--train-subset", "200", "--val-size", "200", "--workers", "1", "--no-compile"]
 
 
 def load(db):
@@ -64,12 +64,25 @@ class AlwaysPrune(optuna.pruners.BasePruner):
 
 
 def test_a_pruner_that_always_prunes_gives_pruned_trials(tmp_path, quick_space, monkeypatch):
-    monkeypatch.setattr(run, "make_pruner", lambda name: AlwaysPrune())
+    monkeypatch.setattr(run.search_space, "EPOCHS", (2, 2))
+    monkeypatch.setattr(run, "make_pruner", lambda name, space, rungs: AlwaysPrune())
     assert run_cli(tmp_path, "--trials", "3") == 0
     study = load(tmp_path / "t.db")
     assert [t.state for t in study.trials] == [TrialState.PRUNED] * 3
     assert all(t.user_attrs["reason"].startswith("pruned at epoch 1/") for t in study.trials)
     assert all(len(t.user_attrs["eval_loss"]) == 1 for t in study.trials)
+
+
+def test_no_trial_is_pruned_at_its_last_epoch(tmp_path, quick_space, monkeypatch):
+    """A trial that has run all its epochs has paid for its result: even a pruner that always says
+    "prune" must not throw it away."""
+    monkeypatch.setattr(run.search_space, "EPOCHS", (1, 1))
+    monkeypatch.setitem(run.search_space.SEED_PARAMS, "epochs", 1)
+    monkeypatch.setattr(run, "make_pruner", lambda name, space, rungs: AlwaysPrune())
+    assert run_cli(tmp_path, "--trials", "3") == 0
+    study = load(tmp_path / "t.db")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert all(sorted(t.intermediate_values) == [1] for t in study.trials)
 
 
 def test_diverging_trial_fails_with_reason_and_the_study_goes_on(tmp_path, quick_space, monkeypatch):
@@ -120,12 +133,28 @@ def cli(cwd, *args, timeout=120):
     (["--pruner", "wavelet"], "argument --pruner: invalid choice: 'wavelet'"),
     (["--study-name", "a/b"], "--study-name 'a/b': use letters, digits"),
     (["--storage", "redis://localhost/0"], "--storage 'redis://localhost/0' is not a supported storage URL"),
+    (["--seed", "-1"], "argument --seed: expected an integer from 0 to 4294967295, got '-1'"),
+    (["--seed", "99999999999999999999"], "argument --seed: expected an integer from 0 to 4294967295"),
+    (["--heartbeat-interval", "100000000"], "argument --heartbeat-interval: expected seconds from 1 to 3600"),
+    (["--study-name", "abc\n"], "--study-name 'abc\\n': use letters, digits"),
+    (["--workers", "0"], "argument --workers: expected auto or a number of workers from 1 to 256"),
 ])
 def test_bad_flags_exit_2_and_create_nothing(tmp_path, args, message):
     proc = cli(tmp_path, "--dataset", "synthetic", *args)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("command", ["search.run", "search.export", "search.report", "search.dashboard"])
+def test_a_storage_password_is_never_printed(tmp_path, command):
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    for url in ("postgresql+psycopg2://me:SECRET@127.0.0.1:1/db", "redis://me:SECRET@localhost/0"):
+        proc = subprocess.run([sys.executable, "-m", command, "--storage", url, *(
+            ["--dataset", "synthetic"] if command == "search.run" else [])], cwd=tmp_path, capture_output=True,
+            text=True, timeout=120, env=env)
+        assert proc.returncode in (2, 3), proc.stderr
+        assert "SECRET" not in proc.stdout + proc.stderr and "me:***@" in proc.stderr, proc.stderr
 
 
 def make_real_study(path):
@@ -170,24 +199,85 @@ def test_storage_that_is_not_a_study_is_refused_untouched(tmp_path, kind, messag
         assert path.read_bytes() == before
 
 
-def test_sigterm_fails_the_running_trial_and_exits_130(tmp_path):
-    db = tmp_path / "s.db"
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.Popen([sys.executable, "-m", "search.run", "--study-name", "s", "--storage", f"sqlite:///{db}",
-                             "--dataset", "synthetic", "--trials", "5", "--val-size", "2000", "--pruner", "none"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+@pytest.mark.parametrize("url", ["sqlite:///{path}?timeout=5", "sqlite:///file:{path}?uri=true"])
+def test_a_query_string_does_not_get_past_the_study_check(tmp_path, url, capsys):
+    """SQLAlchemy opens the path without its query string; the check must look at that same file."""
+    path = tmp_path / "other.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE recipes (name TEXT)")
+    con.commit()
+    con.close()
+    before = path.read_bytes()
+    code = run_main(run.main, ["--study-name", "t", "--storage", url.format(path=path), *FAST, "--trials", "1"])
+    assert code == 2
+    assert f"{path}: a SQLite database of something else" in capsys.readouterr().err
+    assert path.read_bytes() == before
+
+
+def run_process(tmp_path, *args, env=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "search.run", "--study-name", "s", "--storage",
+                             f"sqlite:///{tmp_path / 's.db'}", *FAST, "--pruner", "none", *args],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.getcwd(), "SE_CCA_TEST_EPOCHS": "1,2", **(env or {})})
+
+
+def test_sigterm_fails_the_running_trial_and_the_rerun_retries_it_first(tmp_path):
+    """The interrupted trial is the seed's configuration: the rerun must run it again (same params,
+    first) and not count the interrupted run toward --trials."""
+    proc = run_process(tmp_path, "--trials", "3", env={"SE_CCA_TEST_SLOW_EPOCH": "2"})
     for line in proc.stdout:  # wait until the first trial is training
         if line.startswith("study s:"):
             break
-    time.sleep(3)
+    time.sleep(1.5)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "run the same command to continue to 5 trials" in err
-    study = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
-    states = [t.state for t in study.trials]
-    assert TrialState.RUNNING not in states and states[-1] == TrialState.FAIL
-    assert study.trials[-1].user_attrs["reason"] == "interrupted (Ctrl-C or SIGTERM)"
+    assert "trial(s) 0 were marked FAIL and will run again first; run the same command to continue to 3" in err
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}")
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+    assert study.trials[0].user_attrs["reason"] == "interrupted (Ctrl-C or SIGTERM)"
+
+    proc = run_process(tmp_path, "--trials", "3")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "re-enqueued interrupted trial(s) 0" in out
+    trials = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}").trials
+    assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 3
+    retry = trials[1]
+    assert retry.params == trials[0].params and retry.user_attrs["retry_of"] == 0 and retry.user_attrs["seed_config"]
+    assert "seed config (trial 1)" in out
+
+
+def test_sigterm_before_any_trial_exits_130_with_one_line(tmp_path):
+    """Outside the trial loop (here: while the data set is being made) SIGTERM is Ctrl-C: exit 130 and
+    one line, not a silent death with 143."""
+    proc = run_process(tmp_path, "--trials", "1", "--train-subset", "5000")
+    for line in proc.stderr:
+        if line.startswith("data: synthetic"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("interrupted"), err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.1, 0.2, 0.3, 0.5])
+def test_a_signal_during_study_creation_leaves_a_whole_study_or_none(tmp_path, delay):
+    proc = run_process(tmp_path, "--trials", "1")
+    for line in proc.stderr:
+        if line.startswith("data: synthetic"):
+            break
+    time.sleep(delay)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    proc = run_process(tmp_path, "--trials", "2")  # a rerun: a whole study, the seed trial first
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}")
+    assert study.user_attrs["identity"]["dataset"] == "synthetic"
+    assert sum(bool(t.user_attrs.get("seed_config")) and t.state == TrialState.COMPLETE for t in study.trials) == 1
 
 
 @pytest.mark.parametrize("name", run.SAMPLERS)
@@ -200,3 +290,35 @@ def test_every_sampler_runs(name):
 @pytest.mark.parametrize("name", run.PRUNERS)
 def test_every_pruner_builds(name):
     assert isinstance(run.make_pruner(name), optuna.pruners.BasePruner)
+
+
+def test_rungs_train_on_nested_growing_samples_and_only_the_best_go_on(tmp_path, quick_space):
+    """--rungs 3 on 900 images: every trial trains on 100 images, the top third of them on 300, the top
+    third of those on all 900; only trials that reached all 900 images are COMPLETE and comparable."""
+    assert run_cli(tmp_path, "--trials", "9", "--rungs", "3", "--train-subset", "900") == 0
+    study = load(tmp_path / "t.db")
+    assert study.user_attrs["identity"]["rungs"] == 3
+    for t in study.trials:
+        assert set(t.intermediate_values) <= {1, 3, 9}
+        if t.state == TrialState.COMPLETE:
+            assert list(t.user_attrs["rung_values"]) == ["100", "300", "900"]
+            assert t.value == t.user_attrs["rung_values"]["900"] == t.intermediate_values[9]
+        else:
+            assert t.state == TrialState.PRUNED and t.user_attrs["reason"].startswith("pruned at rung ")
+    states = [t.state for t in study.trials]
+    assert TrialState.PRUNED in states and TrialState.COMPLETE in states
+
+
+def test_nested_balanced_order_gives_balanced_nested_prefixes():
+    import torch
+
+    from search.data import nested_balanced_order, rung_sizes
+
+    labels = torch.arange(1000) % 10
+    order = nested_balanced_order(labels[torch.randperm(1000)], seed=3)
+    assert sorted(order.tolist()) == list(range(1000))
+    shuffled = labels[torch.randperm(1000, generator=torch.Generator().manual_seed(0))]
+    order = nested_balanced_order(shuffled, seed=3)
+    for n in (10, 100, 300):
+        assert torch.bincount(shuffled[order[:n]], minlength=10).tolist() == [n // 10] * 10
+    assert rung_sizes(50_000, 3) == [5555, 16666, 50000] and rung_sizes(900, 1) == [900]

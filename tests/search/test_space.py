@@ -8,11 +8,12 @@ from search import space
 
 @pytest.mark.parametrize("extra", [
     {},
-    {"optimizer": "adam", "cca_channels": 16, "activation": "gelu", "init": "kaiming", "dropout": 0.3},
-    {"optimizer": "adamw", "weight_decay": 1e-3, "cca_channels": 128, "activation": "tanh", "init": "default",
-     "dropout": 0.0},
-    {"optimizer": "sgd", "weight_decay": 1e-5, "momentum": 0.9, "cca_channels": 32, "activation": "leaky_relu",
-     "init": "default", "dropout": 0.1},
+    {"optimizer": "adam", "schedule": "constant", "label_smoothing": 0.0, "cca_channels": 16, "activation": "gelu",
+     "init": "kaiming", "dropout": 0.3},
+    {"optimizer": "adamw", "weight_decay": 1e-3, "schedule": "onecycle", "warmup": 0.2, "label_smoothing": 0.1,
+     "cca_channels": 128, "activation": "tanh", "init": "default", "dropout": 0.0},
+    {"optimizer": "sgd", "weight_decay": 1e-5, "momentum": 0.9, "schedule": "cosine", "warmup": 0.05,
+     "label_smoothing": 0.05, "cca_channels": 32, "activation": "leaky_relu", "init": "default", "dropout": 0.1},
 ])
 def test_fixed_trials_give_valid_configs(extra):
     name = "extended" if extra else "default"
@@ -23,6 +24,8 @@ def test_fixed_trials_give_valid_configs(extra):
         assert train.optimizer == extra["optimizer"] and net.cca_channels == extra["cca_channels"]
         assert train.weight_decay == extra.get("weight_decay", 0.0)
         assert net.activation == extra["activation"] and net.dropout == extra["dropout"]
+        assert train.schedule == extra["schedule"] and train.warmup == extra.get("warmup", 0.0)
+        assert train.label_smoothing == extra["label_smoothing"]
 
 
 def test_seed_configs_lie_inside_the_space():
@@ -48,4 +51,5 @@ def test_conditional_params_only_where_they_apply():
         keys = set(trial.params)
         assert ("momentum" in keys) == (trial.params["optimizer"] == "sgd")
         assert ("weight_decay" in keys) == (trial.params["optimizer"] != "adam")
+        assert ("warmup" in keys) == (trial.params["schedule"] != "constant")
         study.tell(trial, 0.0)

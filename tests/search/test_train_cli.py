@@ -24,10 +24,13 @@ def test_train_one_config_and_save(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--epochs", "0"], "argument --epochs: expected a positive integer, got '0'"),
+    (["--epochs", "0"], "argument --epochs: expected epochs from 1 to 1000, got '0'"),
     (["--lr", "abc"], "argument --lr: expected a positive number, got 'abc'"),
     (["--dataset", "cifar"], "argument --dataset: invalid choice: 'cifar'"),
     (["--device", "tpu"], "error: --device 'tpu' is not a device; choose from auto, cpu, cuda, cuda:N, mps"),
+    (["--hidden-size", "1000000000"], "argument --hidden-size: expected a width from 1 to 16384"),
+    (["--batch-size", "100000000"], "argument --batch-size: expected a batch size from 1 to 65536"),
+    (["--seed", "-3"], "argument --seed: expected an integer from 0 to 4294967295"),
 ])
 def test_bad_flags_exit_2_without_traceback(argv, message):
     proc = subprocess.run([sys.executable, "-m", "search.train", "--dataset", "synthetic", *argv],

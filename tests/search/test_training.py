@@ -60,3 +60,42 @@ def test_callback_exception_stops_training(tiny):
 
     with pytest.raises(Stop):
         fit(SECCANet(NetConfig(hidden_size=8)), x, y, tx, ty, TrainConfig(epochs=5, batch_size=200), on_epoch=stop)
+
+
+def lr_per_step(config: TrainConfig, steps_per_epoch: int) -> list[float]:
+    from search.training import make_optimizer, make_scheduler
+
+    optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(1))], config)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch * config.epochs)
+    rates = []
+    for _ in range(steps_per_epoch * config.epochs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+    return rates
+
+
+def test_schedules_shape_the_learning_rate_over_the_whole_run():
+    constant = lr_per_step(TrainConfig(lr=1e-3, epochs=2), 50)
+    assert constant == [1e-3] * 100
+    cosine = lr_per_step(TrainConfig(lr=1e-3, epochs=2, schedule="cosine", warmup=0.1), 50)
+    assert cosine[0] == pytest.approx(1e-4) and cosine[9] == pytest.approx(1e-3)  # linear warm-up over 10 steps
+    assert all(a >= b for a, b in zip(cosine[9:], cosine[10:])) and cosine[-1] < 1e-6  # then decays to ~0
+    onecycle = lr_per_step(TrainConfig(lr=1e-3, epochs=2, schedule="onecycle", warmup=0.3), 50)
+    peak = max(range(100), key=onecycle.__getitem__)
+    assert 25 <= peak <= 31 and onecycle[peak] == pytest.approx(1e-3, rel=1e-3)  # warms up for 30% of the steps
+    assert onecycle[0] < 1e-4 and onecycle[-1] < 1e-6
+
+
+def test_label_smoothing_changes_training_but_not_the_scored_loss(tiny):
+    x, y, tx, ty = tiny
+    results = []
+    for smoothing in (0.0, 0.2):
+        torch.manual_seed(0)
+        net = SECCANet(NetConfig(hidden_size=16))
+        history = fit(net, x, y, tx, ty, TrainConfig(batch_size=100, epochs=1, label_smoothing=smoothing), seed=3)
+        results.append((history[0], evaluate(net, tx, ty)[0]))
+    (plain, plain_eval), (smooth, smooth_eval) = results
+    assert smooth.train_loss > plain.train_loss  # the smoothed targets' loss cannot reach 0
+    assert plain.eval_loss == pytest.approx(plain_eval) and smooth.eval_loss == pytest.approx(smooth_eval)
