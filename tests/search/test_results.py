@@ -248,8 +248,12 @@ def test_output_that_must_not_be_replaced_is_refused(study_db, tmp_path, capsys,
     elif kind == "fifo":
         out = tmp_path / "pipe"
         os.mkfifo(out)
-    elif kind == "device":
-        out = Path("/dev/null")
+    elif kind == "device":  # a device node of our own: a failing check must never replace /dev/null itself
+        out = tmp_path / "null"
+        try:
+            os.mknod(out, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        except PermissionError:  # no CAP_MKNOD here: a UNIX socket is another file that is not regular
+            socket.socket(socket.AF_UNIX).bind(str(out))
     elif kind == "storage":
         out = study_db
     else:
