@@ -380,3 +380,15 @@ def test_dashboard_bad_host_or_port_is_one_line(study_db, argv, message):
                           capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_evaluate_refuses_wrongly_typed_data_fields(exported, tmp_path, capsys):
+    out = tmp_path / "m"
+    assert run_main(retrain.main, [str(exported), "--epochs", "1", "--out", str(out), "--no-compile"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    for data in ("synthetic", {"dataset": "synthetic", "seed": "zero"}):
+        config["data"] = data
+        (out / "config.json").write_text(json.dumps(config))
+        capsys.readouterr()
+        assert run_main(evaluate.main, [str(out)]) == 2
+        assert '"data" must be an object' in capsys.readouterr().err

@@ -50,3 +50,12 @@ def test_missing_data_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     assert code == 2
     assert err.strip().splitlines()[-1].startswith("error: mnist not found (no IDX files in")
     assert not (tmp_path / "nothing").exists()
+
+
+def test_a_data_dir_that_is_a_file_is_refused_before_any_download(tmp_path, capsys):
+    afile = tmp_path / "data"
+    afile.write_text("not a folder")
+    code = run_main(train.main, ["--data-dir", str(afile), "--epochs", "1", "--no-compile"])
+    assert code == 2
+    assert f"--data-dir {afile} is a file, not a folder" in capsys.readouterr().err
+    assert afile.read_text() == "not a folder"
