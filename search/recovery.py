@@ -68,14 +68,19 @@ def counts_toward_total(trials) -> int:
                or (t.state == TrialState.FAIL and t.number not in retried) for t in trials)
 
 
+def interrupted_numbers(study: optuna.Study) -> set[int]:
+    """Numbers of the trials that Ctrl-C or SIGTERM stopped (FAIL with the reason ``INTERRUPTED``)."""
+    return {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if t.user_attrs.get("reason") == INTERRUPTED}
+
+
 def retry_interrupted(study: optuna.Study) -> list[int]:
     """Enqueue every interrupted trial that has no retry yet, with its params (and seed-config mark)."""
     trials = study.get_trials(deepcopy=False)
-    retried = retried_numbers(trials)
+    waiting = interrupted_numbers(study) - retried_numbers(trials)
     out = []
     for trial in trials:
-        if trial.state == TrialState.FAIL and trial.user_attrs.get("reason") == INTERRUPTED \
-                and trial.number not in retried:
+        if trial.number in waiting:
             kept = {k: trial.user_attrs[k] for k in KEEP_ON_RETRY if k in trial.user_attrs}
             study.enqueue_trial(trial.params, user_attrs={**kept, "retry_of": trial.number})
             out.append(trial.number)

@@ -32,14 +32,13 @@ from search.devices import resolve_device
 from search.errors import UsageError
 from search.interrupts import deferred_signals, interrupt_once
 from search.objective import DIRECTIONS, METRIC_NAMES, METRICS, Objective, catchable
-from search.recovery import INTERRUPTED, counts_toward_total, fail_stale, recover, retry_interrupted
+from search.recovery import counts_toward_total, fail_stale, interrupted_numbers, recover, retry_interrupted
 from search.storage import (HEARTBEAT_INTERVAL_S, check_storage_url, check_study_name, default_storage, journal_path,
                             open_storage, redact, repair_journal_tail, retry_on_race, storage_errors)
 from search.workers import run_worker_processes
 from search.plots import learning_curves
 from search.summary import best_trial, seed_trial, summary, trial_line
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
 PRUNERS = ("median", "hyperband", "successive-halving", "none")
 
@@ -157,13 +156,15 @@ def open_study(args: argparse.Namespace, storage_url: str, data_sizes: dict) -> 
         exists = True                                    # add a CREATE_STUDY record to a journal each run)
     except KeyError:
         exists = False
-    try:
-        if exists:
-            raise optuna.exceptions.DuplicatedStudyError(args.study_name)
-        study = retry_on_race(lambda: optuna.create_study(
-            study_name=args.study_name, storage=storage, direction=DIRECTIONS[args.metric],
-            sampler=make_sampler(args.sampler, args.seed), pruner=make_pruner(args.pruner, args.space, args.rungs)))
-    except optuna.exceptions.DuplicatedStudyError:
+    study = None
+    if not exists:
+        try:
+            study = retry_on_race(lambda: optuna.create_study(
+                study_name=args.study_name, storage=storage, direction=DIRECTIONS[args.metric],
+                sampler=make_sampler(args.sampler, args.seed), pruner=make_pruner(args.pruner, args.space, args.rungs)))
+        except optuna.exceptions.DuplicatedStudyError:
+            pass  # another process created it a moment ago: load it below
+    if study is None:
         study = optuna.load_study(study_name=args.study_name, storage=storage, sampler=None,
                                   pruner=make_pruner(args.pruner, args.space, args.rungs))
         old = study.user_attrs.get("identity")
@@ -218,11 +219,6 @@ def publish_learning_curves(study: optuna.Study) -> None:
     curves = dict(curves.values())
     if curves:
         save_plotly_graph_object(study, learning_curves(curves), graph_object_id="learning-curves")
-
-
-def interrupted_numbers(study: optuna.Study) -> set[int]:
-    return {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-            if t.user_attrs.get("reason") == INTERRUPTED}
 
 
 def run_trials(study: optuna.Study, objective, *, budget: int, timeout: float | None, on_trial) -> None:
