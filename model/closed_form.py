@@ -30,8 +30,9 @@ import torch
 from torch import nn
 
 # Images per chunk on the CPU: at 28x28 one image's (H, W, H+W) float32 temporaries are ~170 KiB, so 8
-# images stay close to a typical L2 cache (measured best at batch 64-256 on a 2 MiB-L2 EPYC). On a GPU small chunks only add kernel launches; a large chunk
-# still bounds memory (~170 MiB per 1024 images). Tuned with `python -m search.bench`.
+# images stay close to a typical L2 cache (measured best at batch 64-256 on a 2 MiB-L2 EPYC). On a GPU
+# small chunks only add kernel launches; a large chunk still bounds memory (~170 MiB per 1024 images).
+# Tuned with `python -m search.bench`.
 CHUNK_IMAGES = 16
 CHUNK_IMAGES_ACCELERATOR = 1024
 # The eager kernels exponentiate in base 2: on the CPU torch.exp2 runs about 3x faster than torch.exp
@@ -171,7 +172,9 @@ def use_compiled_kernels(enabled: bool = True) -> None:
 
 def _compiled_forward(t, s):
     n = len(t) - len(t) % COMPILED_CHUNK
-    parts = [_compiled["forward"](t[i:i + COMPILED_CHUNK], s[i:i + COMPILED_CHUNK]) for i in range(0, n, COMPILED_CHUNK)]
+    parts = [
+        _compiled["forward"](t[i : i + COMPILED_CHUNK], s[i : i + COMPILED_CHUNK]) for i in range(0, n, COMPILED_CHUNK)
+    ]
     if n < len(t):
         parts.append(_eager_forward(t[n:], s[n:], COMPILED_CHUNK))
     return tuple(torch.cat(x) for x in zip(*parts))

@@ -47,7 +47,7 @@ class NetConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "NetConfig":
+    def from_dict(cls, data: dict) -> NetConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:

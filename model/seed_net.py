@@ -55,7 +55,7 @@ class CrissCrossAttention(nn.Module):
     """Criss-Cross Attention Module (the seed's GPU version: INF(...).to(device) every forward)."""
 
     def __init__(self, in_dim):
-        super(CrissCrossAttention, self).__init__()
+        super().__init__()
         self.query_conv = nn.Conv2d(in_channels=in_dim, out_channels=in_dim // 8, kernel_size=1)
         self.key_conv = nn.Conv2d(in_channels=in_dim, out_channels=in_dim // 8, kernel_size=1)
         self.value_conv = nn.Conv2d(in_channels=in_dim, out_channels=in_dim, kernel_size=1)
@@ -67,8 +67,12 @@ class CrissCrossAttention(nn.Module):
         device = x.device
         m_batchsize, _, height, width = x.size()
         proj_query = self.query_conv(x)
-        proj_query_H = proj_query.permute(0, 3, 1, 2).contiguous().view(m_batchsize * width, -1, height).permute(0, 2, 1)
-        proj_query_W = proj_query.permute(0, 2, 1, 3).contiguous().view(m_batchsize * height, -1, width).permute(0, 2, 1)
+        proj_query_H = (
+            proj_query.permute(0, 3, 1, 2).contiguous().view(m_batchsize * width, -1, height).permute(0, 2, 1)
+        )
+        proj_query_W = (
+            proj_query.permute(0, 2, 1, 3).contiguous().view(m_batchsize * height, -1, width).permute(0, 2, 1)
+        )
         proj_key = self.key_conv(x)
         proj_key_H = proj_key.permute(0, 3, 1, 2).contiguous().view(m_batchsize * width, -1, height)
         proj_key_W = proj_key.permute(0, 2, 1, 3).contiguous().view(m_batchsize * height, -1, width)
@@ -88,7 +92,7 @@ class CrissCrossAttention(nn.Module):
 
 class Net(nn.Module):
     def __init__(self, input_size=784, hidden_size=128, num_classes=10):
-        super(Net, self).__init__()
+        super().__init__()
         self.input_size = input_size
         self.fc1 = nn.Linear(input_size, hidden_size)
         self.relu = nn.ReLU()

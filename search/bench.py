@@ -206,8 +206,18 @@ def measure(name: str, run, device: torch.device, args: argparse.Namespace) -> d
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m search.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    parser.add_argument("--steps", type=int_between(1, 100_000, "steps from 1 to 100000"), default=200, help="timed training steps per variant (default: 200)")
-    parser.add_argument("--batch-size", type=int_between(1, 4096, "a batch size from 1 to 4096"), default=64, help="batch size (default: 64)")
+    parser.add_argument(
+        "--steps",
+        type=int_between(1, 100_000, "steps from 1 to 100000"),
+        default=200,
+        help="timed training steps per variant (default: 200)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int_between(1, 4096, "a batch size from 1 to 4096"),
+        default=64,
+        help="batch size (default: 64)",
+    )
     parser.add_argument("--eval-images", type=positive_int, default=10000, help="images to evaluate (default: 10000)")
     parser.add_argument("--dataset", choices=("mnist", "fashion-mnist", "synthetic"), default="mnist",
                         help="data; falls back to synthetic when the files are not present (default: mnist)")

@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 import threading
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from search.data import DATASETS, EVAL_ON, DataOptions
 from search.errors import EXIT_STORAGE, SearchError, one_line

@@ -11,6 +11,7 @@ held-out loss over the last 5 epochs, relative to its mean there.
 from __future__ import annotations
 
 import argparse
+import html
 import re
 import sys
 from pathlib import Path
@@ -20,8 +21,8 @@ from search.diagnosis import WINDOW, diagnose, fluctuation
 from search.errors import UsageError
 from search.export import trial_record
 from search.outputs import check_output_file
-from search.storage import default_storage
 from search.plots import learning_curves, table_html, write_html
+from search.storage import default_storage
 from search.studies import add_study_args, load_existing_study, pick_trial, storage_url_of
 from search.trial_file import load_trial_file
 
@@ -62,6 +63,25 @@ def stats(record: dict) -> dict:
     }
 
 
+# Data keys that decide what the held-out figures mean: two trials that differ in one are not comparable.
+SPLIT_KEYS = ("dataset", "eval_on", "val_size", "seed")
+
+
+def origin_rows(record: dict) -> list[tuple[str, object]]:
+    data = record.get("data") or {}
+    return [("study", record.get("study_name")), ("data set", data.get("dataset")), ("space", record.get("space")),
+            ("held-out split", f"{data.get('val_size')} {data.get('eval_on')} images, seed {data.get('seed')}"),
+            ("training images (search)", data.get("train_subset") or "all")]
+
+
+def mismatch(a: dict, b: dict) -> tuple[list[str], list[str]]:
+    """(differences that make the held-out figures incomparable, differences worth a warning)."""
+    da, db = a.get("data") or {}, b.get("data") or {}
+    hard = [f"{k} {da.get(k)!r} vs {db.get(k)!r}" for k in SPLIT_KEYS if da.get(k) != db.get(k)]
+    soft = [f"space {a.get('space')!r} vs {b.get('space')!r}"] if a.get("space") != b.get("space") else []
+    return hard, soft
+
+
 def label(record: dict, ref: str) -> str:
     number = record.get("trial_number")
     return f"{ref} (trial {number})" if number is not None and not ref.isdigit() else f"trial {ref}"
@@ -72,7 +92,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("a", help="trial number or exported JSON file")
     parser.add_argument("b", help="trial number or exported JSON file")
     add_study_args(parser)
-    parser.add_argument("-o", "--output", type=Path, default=Path("compare.html"), help="HTML output (default: compare.html)")
+    parser.add_argument("--allow-mixed", action="store_true",
+                        help="compare trials of different data sets or held-out splits anyway (with a warning)")
+    parser.add_argument(
+        "-o", "--output", type=Path, default=Path("compare.html"), help="HTML output (default: compare.html)"
+    )
     return parser
 
 
@@ -82,8 +106,16 @@ def main(argv=None) -> int:
     cache: dict = {}
     a, b = resolve(args.a, args, cache), resolve(args.b, args, cache)
     la, lb = label(a, args.a), label(b, args.b)
+    hard, soft = mismatch(a, b)
+    if hard and not args.allow_mixed:
+        raise UsageError(f"{la} and {lb} were scored on different data ({'; '.join(hard)}): their held-out "
+                         "figures are not comparable; compare trials of one data set and split, or pass --allow-mixed")
+    warnings = [f"warning: {la} and {lb} differ in {d}" for d in hard + soft]
+    for line in warnings:
+        print(line, file=sys.stderr)
     names = list(dict.fromkeys([*a["params"], *b["params"]]))
-    rows = [[n, a["params"].get(n), b["params"].get(n)] for n in names]
+    rows = [[k, va, vb] for (k, va), (_, vb) in zip(origin_rows(a), origin_rows(b))]
+    rows += [[n, a["params"].get(n), b["params"].get(n)] for n in names]
     sa, sb = stats(a), stats(b)
     rows += [[k, sa[k], sb[k]] for k in sa]
     width = max(len(str(r[0])) for r in rows)
@@ -93,8 +125,12 @@ def main(argv=None) -> int:
     for name, va, vb in rows:
         print(f"{name:<{width}}  {fmt(va):>{col}}  {fmt(vb):>{col}}")
     fig = learning_curves({la: a.get("curves", {}), lb: b.get("curves", {})})
-    write_html(args.output, f"{la} vs {lb}", [("side by side", table_html(["", la, lb], rows, sortable=False)),
-                                              ("learning curves", fig)])
+    warn_html = "".join(f'<p class="warn">{html.escape(w)}</p>' for w in warnings)
+    write_html(
+        args.output,
+        f"{la} vs {lb}",
+        [("side by side", warn_html + table_html(["", la, lb], rows, sortable=False)), ("learning curves", fig)],
+    )
     print(f"wrote {args.output}")
     return 0
 

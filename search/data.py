@@ -20,9 +20,9 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -95,7 +95,7 @@ class Splits:
     test_x: torch.Tensor
     test_y: torch.Tensor
 
-    def to(self, device: torch.device) -> "Splits":
+    def to(self, device: torch.device) -> Splits:
         return Splits(*(t.to(device) for t in (self.train_x, self.train_y, self.held_out_x, self.held_out_y,
                                                 self.test_x, self.test_y)))
 

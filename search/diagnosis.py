@@ -3,8 +3,11 @@
 The rules, checked in this order on per-epoch mean train loss ``train`` and held-out loss ``held``
 (n epochs; C classes; chance-level loss is ln C):
 
-1. not converging   a curve is empty or non-finite, or the last train loss is above half of ln C
-                    (2.303 for 10 classes: the network barely beats guessing).
+1. not converging   a curve is empty or non-finite, or both the last train loss and the last held-out
+                    loss are above half of ln C (2.303 for 10 classes: the network barely beats
+                    guessing). Both, because the train loss is a mean over the epoch: after one epoch
+                    it still carries the first steps' ln C while the held-out loss, scored at the
+                    epoch's end, already shows a network at 75% accuracy.
 2. overfitting      n >= 3, the held-out loss bottomed out at an earlier epoch e*, ended more than 10%
                     above that minimum, and the train loss kept falling after e*.
 3. oscillating      n >= 4 and, over the last ``WINDOW`` epochs, the held-out loss changes direction at
@@ -22,7 +25,7 @@ A stored trial with fewer than 2 epochs (pruned early) gets no diagnosis unless 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 NOT_CONVERGING = "not converging"
 OVERFITTING = "overfitting"
@@ -64,7 +67,7 @@ def diagnose(train: Sequence[float], held: Sequence[float], *, num_classes: int 
     train, held = list(train), list(held)
     if not train or not held or not all(math.isfinite(v) for v in train + held):
         return NOT_CONVERGING
-    if train[-1] > 0.5 * math.log(num_classes):
+    if min(train[-1], held[-1]) > 0.5 * math.log(num_classes):
         return NOT_CONVERGING
     n = len(held)
     best = min(range(n), key=held.__getitem__)
@@ -88,15 +91,28 @@ def diagnose_trial(user_attrs: dict) -> str | None:
     return verdict
 
 
-def note_markdown(trial_number: int, user_attrs: dict, diagnosis: str | None) -> str:
-    """The trial's note in optuna-dashboard: diagnosis, remedy and the per-epoch curves."""
-    lines = [f"## Trial {trial_number}"]
+def note_markdown(trial_number: int, user_attrs: dict, diagnosis: str | None, *, status: str = "") -> str:
+    """The trial's note in optuna-dashboard, rewritten after every epoch: where the trial stands, its
+    diagnosis and remedy, test accuracy, time, size and speed, and the per-epoch curves."""
+    lines = [f"## Trial {trial_number}" + (f": {status}" if status else "")]
     if diagnosis:
         lines += [f"**Fit diagnosis: {diagnosis}.** Remedies (seed, section 1.3): {REMEDIES[diagnosis]}.", ""]
     if user_attrs.get("reason"):
         lines += [f"Ended early: {user_attrs['reason']}", ""]
+    facts = [("test accuracy (not used for tuning)", user_attrs.get("test_accuracy"), "{:.2%}"),
+             ("test loss", user_attrs.get("test_loss"), "{:.4f}"),
+             ("time", user_attrs.get("seconds"), "{:.1f} s"),
+             ("parameters", user_attrs.get("n_params"), "{:,}"),
+             ("training images/s", user_attrs.get("images_per_second"), "{:,.0f}")]
+    facts = [(name, fmt.format(value)) for name, value, fmt in facts if value is not None]
+    if facts:
+        lines += ["| " + " | ".join(n for n, _ in facts) + " |", "|" + "---:|" * len(facts),
+                  "| " + " | ".join(v for _, v in facts) + " |", ""]
     train, held, acc = (user_attrs.get(k, []) for k in ("train_loss", "eval_loss", "eval_accuracy"))
+    seconds = user_attrs.get("epoch_seconds", [])
     if held:
-        lines += ["| epoch | train loss | held-out loss | held-out accuracy |", "|---:|---:|---:|---:|"]
-        lines += [f"| {i + 1} | {t:.4f} | {h:.4f} | {a:.4f} |" for i, (t, h, a) in enumerate(zip(train, held, acc))]
+        lines += ["| epoch | train loss | held-out loss | held-out accuracy | seconds |", "|---:|---:|---:|---:|---:|"]
+        lines += [f"| {i + 1} | {t:.4f} | {h:.4f} | {a:.4f} | {s} |"
+                  for i, (t, h, a, s) in enumerate(zip(train, held, acc, [*(f"{v:.1f}" for v in seconds),
+                                                                          *[""] * len(held)]))]
     return "\n".join(lines) + "\n"

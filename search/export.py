@@ -22,6 +22,7 @@ from search.objective import METRIC_NAMES
 from search.outputs import check_output_file
 from search.storage import redact
 from search.studies import add_study_args, load_existing_study, pick_trial, storage_url_of
+from search.trial_curves import curves_of
 from search.trial_file import FORMAT
 
 
@@ -48,7 +49,7 @@ def trial_record(study, trial) -> dict:
         "train": train.to_dict(),
         "data": {k: identity.get(k) for k in ("dataset", "val_size", "train_subset", "eval_on", "seed")},
         "seed": identity.get("seed", 0),
-        "curves": {k: trial.user_attrs.get(k, []) for k in ("train_loss", "eval_loss", "eval_accuracy")},
+        "curves": {k: v for k, v in curves_of(trial).items() if k != "epoch_seconds"},
         "versions": study.user_attrs.get("versions", {}),
     }
     for key in ("test_loss", "test_accuracy", "reason", "diagnosis"):

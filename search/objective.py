@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import optuna
 import torch
@@ -21,6 +21,7 @@ from search.diagnosis import diagnose_trial, note_markdown
 from search.errors import DivergedError
 from search.recovery import INTERRUPTED
 from search.training import EpochResult, evaluate, fit
+from search.trial_curves import store_curves
 
 METRICS = ("loss", "accuracy")
 # Test-only knob: seconds to sleep after each epoch, so fault tests can kill a worker mid-trial.
@@ -43,6 +44,7 @@ class Objective:
     # that rung, then all of them; each rung is a fresh model. 1: every trial trains on all images and
     # is pruned per epoch instead.
     rungs: int = 1
+    live: bool = True  # rewrite the trial's dashboard note after every epoch (else only when it ends)
 
     def __post_init__(self) -> None:
         self.sizes = rung_sizes(len(self.data.train_y), self.rungs) if self.rungs > 1 else [len(self.data.train_y)]
@@ -67,21 +69,23 @@ class Objective:
             if self.rungs > 1:
                 step = 3 ** rung  # the resource in Optuna's SuccessiveHalvingPruner: 1, 3, 9 (x 1/9 of the images)
                 trial.report(value, step)
-                rung_values[str(size)] = value
+                rung_values[str(size)] = round(value, 4)
                 trial.set_user_attr("rung_values", rung_values)  # {training images: held-out value}
                 if not last_rung and trial.should_prune():
                     reason = (f"pruned at rung {rung + 1}/{len(self.sizes)} ({size} images): "
                               f"{METRIC_NAMES[self.metric]} {value:.4f}")
                     trial.set_user_attr("reason", reason)
-                    annotate(trial, {**curves, "reason": reason})
+                    annotate(trial, {**curves, "n_params": count_parameters(model), "reason": reason},
+                             status="pruned")
                     raise optuna.TrialPruned(reason)
-        seconds = time.perf_counter() - start
         test_loss, test_acc = evaluate(model, self.data.test_x, self.data.test_y)
-        trial.set_user_attr("seconds", seconds)
-        trial.set_user_attr("images_per_second", sum(speeds) / len(speeds))  # training throughput
-        trial.set_user_attr("test_loss", test_loss)
-        trial.set_user_attr("test_accuracy", test_acc)
-        annotate(trial, curves)
+        # Rounded: enough for every figure and note, and short enough that no dashboard page overflows.
+        final = {"seconds": round(time.perf_counter() - start, 2),
+                 "images_per_second": round(sum(speeds) / len(speeds), 1),  # training throughput
+                 "test_loss": round(test_loss, 4), "test_accuracy": round(test_acc, 4)}
+        for key, v in final.items():
+            trial.set_user_attr(key, v)
+        annotate(trial, {**curves, **final, "n_params": count_parameters(model)}, status="complete")
         return value
 
     def _fit(self, trial: optuna.Trial, net_config, train_config, size: int, *, per_epoch: bool,
@@ -99,17 +103,24 @@ class Objective:
         curves = {"train_loss": [], "eval_loss": [], "eval_accuracy": [], "epoch_seconds": []}
         speeds = []
         start = time.perf_counter()
+        n_params = count_parameters(model)
 
         def on_epoch(result: EpochResult) -> None:
             speeds.append(result.train_images_per_second)
             if result.eval_loss is None:  # an unscored epoch of a small rung
                 return
-            curves["train_loss"].append(result.train_loss)
-            curves["eval_loss"].append(result.eval_loss)
-            curves["eval_accuracy"].append(result.eval_accuracy)
-            curves["epoch_seconds"].append(result.seconds)
-            for key, values in curves.items():
-                trial.set_user_attr(key, values)  # stored every epoch: pruned trials keep their curves
+            curves["train_loss"].append(round(result.train_loss, 4))
+            curves["eval_loss"].append(round(result.eval_loss, 4))
+            curves["eval_accuracy"].append(round(result.eval_accuracy, 4))
+            curves["epoch_seconds"].append(round(result.seconds, 2))
+            # Stored every epoch: pruned trials keep their curves, and the dashboard shows a running
+            # trial's progress (its note; the study's live figure).
+            store_curves(trial, curves)
+            trial.set_user_attr("images_per_second", round(sum(speeds) / len(speeds), 1))
+            if self.live:
+                write_note(trial, {**curves, "n_params": n_params},
+                           status=f"running, epoch {result.epoch}/{train_config.epochs}"
+                                  + (f" on {size} images" if size < len(self.data.train_y) else ""))
             if not per_epoch:
                 return
             value = result.eval_loss if self.metric == "loss" else result.eval_accuracy
@@ -119,9 +130,11 @@ class Objective:
             # Never at the last epoch: the trial has already paid for its whole run, and its final value
             # is exactly what the study compares; pruning it then only throws a finished result away.
             if result.epoch < train_config.epochs and trial.should_prune():
-                reason = f"pruned at epoch {result.epoch}/{train_config.epochs}: {METRIC_NAMES[self.metric]} {value:.4f}"
+                reason = (
+                    f"pruned at epoch {result.epoch}/{train_config.epochs}: {METRIC_NAMES[self.metric]} {value:.4f}"
+                )
                 trial.set_user_attr("reason", reason)
-                annotate(trial, {**curves, "reason": reason})
+                annotate(trial, {**curves, "n_params": n_params, "reason": reason}, status="pruned")
                 raise optuna.TrialPruned(reason)
 
         try:
@@ -130,8 +143,9 @@ class Objective:
                           score_every_epoch=score_every_epoch)
         except DivergedError as exc:
             trial.set_user_attr("reason", str(exc))
-            trial.set_user_attr("seconds", time.perf_counter() - start)
-            annotate(trial, {**curves, "reason": str(exc)}, diagnosis="not converging")
+            trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))
+            annotate(trial, {**curves, "n_params": n_params, "reason": str(exc)}, diagnosis="not converging",
+                     status="failed")
             raise  # listed in optimize(catch=...): the trial ends FAIL and the study goes on
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: Optuna marks the trial FAIL and re-raises
             trial.set_user_attr("reason", INTERRUPTED)
@@ -139,14 +153,19 @@ class Objective:
         return model, history, curves, speeds
 
 
-def annotate(trial: optuna.Trial, attrs: dict, diagnosis: str | None = None) -> None:
-    """Store the fit diagnosis as a user attribute and as the trial's note in optuna-dashboard."""
-    from optuna_dashboard import save_note  # imported here: only the search needs the dashboard package
-
+def annotate(trial: optuna.Trial, attrs: dict, diagnosis: str | None = None, *, status: str = "") -> None:
+    """At the end of a trial: store the fit diagnosis as a user attribute and in the trial's note."""
     diagnosis = diagnosis or diagnose_trial(attrs)
     if diagnosis:
         trial.set_user_attr("diagnosis", diagnosis)
-    save_note(trial, note_markdown(trial.number, attrs, diagnosis))
+    write_note(trial, attrs, diagnosis, status=status)
+
+
+def write_note(trial: optuna.Trial, attrs: dict, diagnosis: str | None = None, *, status: str = "") -> None:
+    """The trial's note in optuna-dashboard (markdown on the trial's page), replaced on every call."""
+    from optuna_dashboard import save_note  # imported here: only the search needs the dashboard package
+
+    save_note(trial, note_markdown(trial.number, attrs, diagnosis, status=status))
 
 
 def catchable() -> tuple[type[Exception], ...]:

@@ -12,33 +12,46 @@ from model.io import write_text_atomic
 
 
 def learning_curves(curves: dict[str, dict], *, held_out_label: str = "held-out") -> go.Figure:
-    """Loss (train and held-out) and held-out accuracy per epoch, one colour per run."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", f"{held_out_label} accuracy"))
+    """Loss (train dotted, held-out solid) and held-out accuracy per epoch, one colour per run.
+
+    One legend entry per run (its label; clicking it hides all three of its lines): three entries per
+    run made the legend longer than the figure in a dashboard card. Hovering a line names it in full."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"loss (dotted: train, solid: {held_out_label})",
+                                                        f"{held_out_label} accuracy"))
     palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
     for i, (label, c) in enumerate(curves.items()):
         color = palette[i % len(palette)]
         epochs = list(range(1, len(c.get("eval_loss", [])) + 1))
-        fig.add_trace(go.Scatter(x=epochs, y=c.get("train_loss", []), name=f"{label}: train loss",
-                                 line={"color": color, "dash": "dot"}), row=1, col=1)
-        fig.add_trace(go.Scatter(x=epochs, y=c.get("eval_loss", []), name=f"{label}: {held_out_label} loss",
-                                 line={"color": color}), row=1, col=1)
-        fig.add_trace(go.Scatter(x=epochs, y=c.get("eval_accuracy", []), name=f"{label}: {held_out_label} accuracy",
-                                 line={"color": color}), row=1, col=2)
+        common = {"x": epochs, "legendgroup": label, "line": {"color": color}}
+        fig.add_trace(go.Scatter(y=c.get("train_loss", []), name=f"{label}: train loss", showlegend=False,
+                                 **{**common, "line": {"color": color, "dash": "dot"}}), row=1, col=1)
+        fig.add_trace(go.Scatter(y=c.get("eval_loss", []), name=label, **common), row=1, col=1)
+        fig.add_trace(go.Scatter(y=c.get("eval_accuracy", []), name=f"{label}: {held_out_label} accuracy",
+                                 showlegend=False, **common), row=1, col=2)
     fig.update_xaxes(title_text="epoch")
-    fig.update_layout(height=420, margin={"t": 40})
+    # The legend below the plots: beside them it takes half the width of a dashboard card.
+    fig.update_layout(height=420 + 20 * len(curves), margin={"t": 70}, hovermode="closest",
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0})
     return fig
 
 
-def seed_loss_plot(step_losses: list[float], steps_per_epoch: int, epoch_losses: list[float],
-                   *, eval_label: str = "Test Loss") -> go.Figure:
-    """The seed's plot: train loss per iteration, and the per-epoch test loss held over each epoch's steps."""
-    held = [v for v in epoch_losses for _ in range(steps_per_epoch)][: len(step_losses)]
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(y=step_losses, name="Train Loss", line={"width": 1}))
-    fig.add_trace(go.Scatter(y=held, name=eval_label, line={"width": 2}))
-    fig.add_trace(go.Scatter(x=[steps_per_epoch * (e + 1) - 1 for e in range(len(epoch_losses))], y=epoch_losses,
-                             mode="markers", name=f"{eval_label} (per epoch)"))
-    fig.update_layout(title="model loss", xaxis_title="iterations", yaxis_title="Loss", height=420)
+def retrain_curves(step_losses: list[float], steps_per_epoch: int, epoch_losses: list[float],
+                   epoch_accuracies: list[float], *, eval_label: str = "test") -> go.Figure:
+    """The seed's loss plot, with each epoch's score where it was measured: train loss per iteration, the
+    ``eval_label`` loss at the end of each epoch (not held flat from iteration 0), and accuracy per epoch."""
+    ends = [steps_per_epoch * (e + 1) for e in range(len(epoch_losses))]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.65, 0.35],
+                        subplot_titles=("loss", f"{eval_label} accuracy per epoch"))
+    fig.add_trace(go.Scatter(x=list(range(1, len(step_losses) + 1)), y=step_losses, name="train loss (per iteration)",
+                             line={"width": 1}), row=1, col=1)
+    fig.add_trace(go.Scatter(x=ends, y=epoch_losses, mode="lines+markers", name=f"{eval_label} loss (end of epoch)",
+                             line={"width": 2}), row=1, col=1)
+    fig.add_trace(go.Scatter(x=list(range(1, len(epoch_accuracies) + 1)), y=epoch_accuracies, mode="lines+markers",
+                             name=f"{eval_label} accuracy"), row=1, col=2)
+    fig.update_xaxes(title_text="iteration", row=1, col=1)
+    fig.update_xaxes(title_text="epoch", dtick=1, row=1, col=2)
+    fig.update_yaxes(title_text="loss", row=1, col=1)
+    fig.update_layout(height=420, margin={"t": 40})
     return fig
 
 

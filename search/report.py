@@ -26,7 +26,8 @@ from search.errors import UsageError
 from search.outputs import check_output_file
 from search.plots import learning_curves, table_html, write_html
 from search.studies import add_study_args, completed_trials, load_existing_study, storage_url_of
-from search.summary import seed_trial
+from search.summary import seed_trial, settings_rows
+from search.trial_curves import curves_of
 
 EDGE_FRACTION = 0.05  # within 5% of the range (log scale for log params) counts as "at the edge"
 
@@ -53,8 +54,11 @@ def edge_warnings(study: optuna.Study, top: int | None = None) -> list[str]:
         at_high = sum(hi - scale(v) <= EDGE_FRACTION * width for v in values)
         for count, edge, where in ((at_low, spec["low"], "below"), (at_high, spec["high"], "above")):
             if count * 2 >= len(values):
-                out.append(f"{name}: {count} of the {len(values)} best trials sit at the {'lower' if where == 'below' else 'upper'} "
-                           f"edge {edge:g} of [{spec['low']:g}, {spec['high']:g}]; widen the range {where} {edge:g}")
+                out.append(
+                    f"{name}: {count} of the {len(values)} best trials sit at the "
+                    f"{'lower' if where == 'below' else 'upper'} edge {edge:g} of [{spec['low']:g}, "
+                    f"{spec['high']:g}]; widen the range {where} {edge:g}"
+                )
     return out
 
 
@@ -66,39 +70,55 @@ def _plot(title: str, make):
         return title, f"<p><i>not available: {html.escape(str(exc).splitlines()[0])}</i></p>"
 
 
+def metric_name(study: optuna.Study) -> str:
+    return (study.metric_names or [None])[0] or "objective value"
+
+
 def build_sections(study: optuna.Study) -> list:
     vis = optuna.visualization
     done = completed_trials(study)
-    sections = []
+    name = metric_name(study)
+    sections = [("settings", table_html(["setting", "value"], settings_rows(study), sortable=False))]
     warnings = edge_warnings(study)
     if warnings:
         sections.append(("search-range warnings", "".join(f'<p class="warn">{html.escape(w)}</p>' for w in warnings)))
     best, seed = study.best_trial, seed_trial(study)
-    curves = {f"best (trial {best.number})": best.user_attrs}
+    curves = {f"best (trial {best.number})": curves_of(best)}
     if seed is not None and seed.number != best.number:
-        curves[f"seed config (trial {seed.number})"] = seed.user_attrs
+        curves[f"seed config (trial {seed.number})"] = curves_of(seed)
     sections.append(("learning curves: best and seed-config trials", learning_curves(curves)))
-    sections.append(_plot("optimisation history", lambda: vis.plot_optimization_history(study)))
+    sections.append(
+        _plot(f"optimisation history ({name})", lambda: vis.plot_optimization_history(study, target_name=name))
+    )
     importances = {}
     if len(done) >= 2:
         try:
             importances = optuna.importance.get_param_importances(study)
         except (ValueError, RuntimeError):
             importances = {}
-    sections.append(_plot("parameter importances", lambda: vis.plot_param_importances(study)))
-    sections.append(_plot("parallel coordinate", lambda: vis.plot_parallel_coordinate(study)))
-    sections.append(_plot("slice", lambda: vis.plot_slice(study)))
+    sections.append(_plot(f"parameter importances (for the {name})",
+                          lambda: vis.plot_param_importances(study, target_name=name)))
+    sections.append(_plot("parallel coordinate", lambda: vis.plot_parallel_coordinate(study, target_name=name)))
+    sections.append(_plot("slice", lambda: vis.plot_slice(study, target_name=name)))
     top2 = list(importances)[:2]
     if len(top2) == 2:
         sections.append(_plot(f"contour: {top2[0]} x {top2[1]} (the two most important)",
-                              lambda: vis.plot_contour(study, params=top2)))
-    sections.append(_plot("intermediate values (held-out metric per epoch)",
-                          lambda: vis.plot_intermediate_values(study)))
+                              lambda: vis.plot_contour(study, params=top2, target_name=name)))
+    sections.append(_plot(f"intermediate values ({name} per epoch, one line per trial)",
+                          lambda: intermediate_values(study, name)))
     sections.append(_plot("timeline", lambda: vis.plot_timeline(study)))
     sections.append(("trials (click a header to sort)", trial_table(study)))
     legend = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in REMEDIES.items())
     sections.append(("fit diagnosis: the seed's remedies (section 1.3)", f"<ul>{legend}</ul>"))
     return sections
+
+
+def intermediate_values(study: optuna.Study, name: str):
+    """Optuna's plot, with the metric on its axis and a legend naming each trial."""
+    fig = optuna.visualization.plot_intermediate_values(study)
+    fig.update_layout(showlegend=True, title=f"{name} per epoch", yaxis_title=name,
+                      xaxis_title="epoch (rung's resource with --rungs)")
+    return fig
 
 
 def trial_table(study: optuna.Study) -> str:
@@ -107,7 +127,7 @@ def trial_table(study: optuna.Study) -> str:
     headers = ["trial", "state", "value", *names, "diagnosis", "seconds", "test accuracy", "note"]
     rows = []
     for t in trials:
-        diag = t.user_attrs.get("diagnosis") or diagnose_trial(t.user_attrs) or ""
+        diag = t.user_attrs.get("diagnosis") or diagnose_trial(curves_of(t)) or ""
         rows.append([t.number, t.state.name.lower(), t.value, *(t.params.get(n) for n in names), diag,
                      t.user_attrs.get("seconds"), t.user_attrs.get("test_accuracy"),
                      "seed config" if t.user_attrs.get("seed_config") else t.user_attrs.get("reason", "")])
@@ -117,7 +137,9 @@ def trial_table(study: optuna.Study) -> str:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m search.report", description=__doc__.splitlines()[0])
     add_study_args(parser)
-    parser.add_argument("-o", "--output", type=Path, default=Path("report.html"), help="output file (default: report.html)")
+    parser.add_argument(
+        "-o", "--output", type=Path, default=Path("report.html"), help="output file (default: report.html)"
+    )
     return parser
 
 
@@ -130,7 +152,8 @@ def main(argv=None) -> int:
         raise UsageError(f"study {args.study_name!r} has no completed trial yet; nothing to report")
     states = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState}
     title = (f"study {study.study_name}: {len(study.trials)} trials ("
-             + ", ".join(f"{n} {k}" for k, n in states.items() if n) + f"), best {study.best_value:.4f}")
+             + ", ".join(f"{n} {k}" for k, n in states.items() if n) + f"), best {metric_name(study)} "
+             f"{study.best_value:.4f} (trial {study.best_trial.number})")
     write_html(args.output, title, build_sections(study))
     print(f"wrote {args.output}")
     for line in edge_warnings(study):

@@ -12,6 +12,7 @@ only and scores the held-out split each epoch (the test set once at the end).
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import math
 import sys
@@ -27,10 +28,10 @@ from search.cli import add_compile_arg, apply_compile_flag, positive_float, posi
 from search.data import load_splits
 from search.devices import resolve_device
 from search.outputs import AtomicFolder, check_output_folder
-from search.plots import seed_loss_plot, write_html
+from search.plots import retrain_curves, write_html
 from search.storage import STUDY_NAME
-from search.trial_file import load_trial_file
 from search.training import evaluate, fit
+from search.trial_file import load_trial_file
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -72,6 +73,10 @@ def verify(record: dict, net_config, train_config, options, device, tolerance: f
           f"{expected:.4f} (relative difference {diff:.2%}, tolerance {tolerance:.0%}): "
           f"{'reproduced' if ok else 'NOT reproduced'}")
     return ok
+
+
+def finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def default_output(record: dict) -> Path:
@@ -134,12 +139,21 @@ def main(argv=None) -> int:
                                       "source": {k: record.get(k) for k in ("study_name", "trial_number", "value",
                                                                             "metric_name", "params")}})
         write_text_atomic(tmp / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        fig = seed_loss_plot(metrics["step_train_loss"], steps_per_epoch, [h.eval_loss for h in history],
-                             eval_label=f"{monitor.capitalize()} Loss")
-        write_html(tmp / "curves.html", f"retrained trial {record.get('trial_number')}", [("loss curves", fig)])
-    searched = record.get("value")
-    beside = "" if searched is None or not math.isfinite(searched) else \
-        f"  (the trial's {record.get('metric_name', 'value')} in the search: {searched:.4f})"
+        fig = retrain_curves(metrics["step_train_loss"], steps_per_epoch, [h.eval_loss for h in history],
+                             [h.eval_accuracy for h in history], eval_label=monitor)
+        line = (
+            f"{len(train_y)} images, {len(history)} epoch{'s' if len(history) > 1 else ''}, {seconds:.1f} s: "
+            f"test loss {test_loss:.4f}, test accuracy {test_acc:.2%}"
+            + (
+                f" (the trial's {record.get('metric_name', 'value')} in the search: {record['value']:.4f})"
+                if finite(record.get("value"))
+                else ""
+            )
+        )
+        write_html(tmp / "curves.html", f"retrained trial {record.get('trial_number')}",
+                   [("summary", f"<p>{html.escape(line)}</p>"), ("curves", fig)])
+    beside = f"  (the trial's {record.get('metric_name', 'value')} in the search: {record['value']:.4f})" \
+        if finite(record.get("value")) else ""
     print(f"test loss {test_loss:.4f}, test accuracy {test_acc:.4f}{beside}")
     print(f"saved {out}/: model.safetensors, config.json, metrics.json, curves.html ({seconds:.1f} s)")
     print(f"load it with: python -m search.evaluate {out}")

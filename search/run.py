@@ -25,19 +25,39 @@ from tqdm import tqdm
 
 from model import IMPLS
 from search import space as search_space
-from search.cli import (EXIT_INTERRUPTED, add_compile_arg, add_data_args, apply_compile_flag, data_options,
-                         int_between, positive_float, positive_int, run_main, seed_int)
+from search.cli import (
+    EXIT_INTERRUPTED,
+    add_compile_arg,
+    add_data_args,
+    apply_compile_flag,
+    data_options,
+    int_between,
+    positive_float,
+    positive_int,
+    run_main,
+    seed_int,
+)
 from search.data import load_splits
 from search.devices import resolve_device
 from search.errors import UsageError
 from search.interrupts import deferred_signals, interrupt_once
+from search.live import INTERVAL_S, LiveDashboard
 from search.objective import DIRECTIONS, METRIC_NAMES, METRICS, Objective, catchable
 from search.recovery import counts_toward_total, fail_stale, interrupted_numbers, recover, retry_interrupted
-from search.storage import (HEARTBEAT_INTERVAL_S, check_storage_url, check_study_name, default_storage, journal_path,
-                            open_storage, redact, repair_journal_tail, retry_on_race, storage_errors)
+from search.storage import (
+    HEARTBEAT_INTERVAL_S,
+    check_storage_url,
+    check_study_name,
+    default_storage,
+    journal_path,
+    open_storage,
+    redact,
+    repair_journal_tail,
+    retry_on_race,
+    storage_errors,
+)
+from search.summary import summary, trial_line
 from search.workers import run_worker_processes
-from search.plots import learning_curves
-from search.summary import best_trial, seed_trial, summary, trial_line
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
 PRUNERS = ("median", "hyperband", "successive-halving", "none")
@@ -95,20 +115,30 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="minimise held-out loss or maximise held-out accuracy (default: loss)")
     parser.add_argument("--no-seed-trial", action="store_true",
                         help="do not enqueue the seed's configuration as a new study's first trial")
-    parser.add_argument("--seed", type=seed_int, default=0, help="seeds the split, sampler, init and batch order (default: 0)")
+    parser.add_argument(
+        "--seed", type=seed_int, default=0, help="seeds the split, sampler, init and batch order (default: 0)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--impl", choices=IMPLS, default="auto", help="attention implementation (default: auto)")
     add_compile_arg(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="print per-epoch lines in the seed's format")
+    parser.add_argument("--live", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep optuna-dashboard current while trials run: each trial's note every epoch, the "
+                             "study's figures and note every few seconds; --no-live writes them once at the end "
+                             "(default: live)")
     parser.add_argument("--workers", type=workers_arg, default="auto",
                         help="worker processes on this machine, one trial each at a time; auto: one "
                              "single-threaded worker per CPU core on the CPU, one per device on GPUs (default: auto)")
     parser.add_argument("--devices", default=None,
                         help="comma-separated devices assigned to workers round-robin, e.g. cuda:0,cuda:1 "
                              "(default: --device for every worker)")
-    parser.add_argument("--heartbeat-interval", type=int_between(1, 3600, "seconds from 1 to 3600"), default=HEARTBEAT_INTERVAL_S,
-                        help="seconds between RDB heartbeats; a trial silent for 3 intervals is failed and "
-                             f"retried (default: {HEARTBEAT_INTERVAL_S})")
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=int_between(1, 3600, "seconds from 1 to 3600"),
+        default=HEARTBEAT_INTERVAL_S,
+        help="seconds between RDB heartbeats; a trial silent for 3 intervals is failed and "
+        f"retried (default: {HEARTBEAT_INTERVAL_S})",
+    )
     parser.add_argument("--create-only", action="store_true",
                         help="create the study (and enqueue the seed trial), then exit: start workers after")
     add_data_args(parser)
@@ -174,7 +204,9 @@ def open_study(args: argparse.Namespace, storage_url: str, data_sizes: dict) -> 
                 finish_creation(study, args, identity, data_sizes)
                 return study
         if old is not None and old != identity:
-            diff = ", ".join(f"{k} {old.get(k)!r} -> {identity.get(k)!r}" for k in identity if old.get(k) != identity[k])
+            diff = ", ".join(
+                f"{k} {old.get(k)!r} -> {identity.get(k)!r}" for k in identity if old.get(k) != identity[k]
+            )
             raise UsageError(f"study {args.study_name!r} was run with other settings ({diff}); trials would not be "
                              "comparable: use another --study-name, or the study's own settings") from None
         # Offset the sampler's seed by the trials already there, so a resumed run does not replay the
@@ -205,20 +237,6 @@ def finish_creation(study: optuna.Study, args: argparse.Namespace, identity: dic
     if not args.no_seed_trial:
         study.enqueue_trial(search_space.seed_params(args.space), user_attrs={"seed_config": True})
     study.set_user_attr("identity", identity)
-
-
-def publish_learning_curves(study: optuna.Study) -> None:
-    """Optuna's intermediate values hold one metric; put the best and seed-config trials' train/held-out
-    loss and accuracy curves into optuna-dashboard as a study figure."""
-    from optuna_dashboard import save_plotly_graph_object
-
-    curves = {}
-    for trial, role in ((best_trial(study), "best"), (seed_trial(study), "seed config")):
-        if trial is not None and trial.user_attrs.get("eval_loss"):
-            curves.setdefault(trial.number, (f"trial {trial.number} ({role})", trial.user_attrs))
-    curves = dict(curves.values())
-    if curves:
-        save_plotly_graph_object(study, learning_curves(curves), graph_object_id="learning-curves")
 
 
 def run_trials(study: optuna.Study, objective, *, budget: int, timeout: float | None, on_trial) -> None:
@@ -274,11 +292,14 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     interrupted_before = interrupted_numbers(study)
     with storage_errors(storage_url):
-        if args.workers > 1:
-            code = run_worker_processes(args, storage_url, devices, study)
-        else:
-            code = run_in_process(args, devices[0], data, study, done)
-        publish_learning_curves(study)
+        study.set_user_attr("run_settings", {"sampler": args.sampler, "pruner": args.pruner, "workers": args.workers,
+                                             "device": where, "compiled": bool(args.compile)})
+        # The dashboard's study figures and note follow the trials while they run (search.live).
+        with LiveDashboard(study, storage_url, metric_name, interval=INTERVAL_S if args.live else None):
+            if args.workers > 1:
+                code = run_worker_processes(args, storage_url, devices, study)
+            else:
+                code = run_in_process(args, devices[0], data, study, done)
         print(f"\n{summary(study, storage_url, metric_name)}")
     print(f"wall time {time.perf_counter() - start:.1f} s")
     if code == EXIT_INTERRUPTED:
@@ -299,7 +320,8 @@ def run_in_process(args, device, data, study: optuna.Study, done: int) -> int:
         bar.update(1)
 
     objective = Objective(data=data.to(device), device=device, space=args.space, metric=args.metric,
-                          seed=args.seed, impl=args.impl, log=bar.write if args.verbose else None, rungs=args.rungs)
+                          seed=args.seed, impl=args.impl, log=bar.write if args.verbose else None, rungs=args.rungs,
+                          live=args.live)
     previous = {sig: signal.signal(sig, interrupt_once) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         run_trials(study, objective, budget=args.n_trials, timeout=args.timeout, on_trial=on_trial)

@@ -9,15 +9,25 @@ from __future__ import annotations
 import argparse
 
 import optuna
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import UsageError
-from search.storage import (check_storage_url, check_study_name, default_storage, journal_path, open_storage, redact,
-                            sqlite_path)
+from search.storage import (
+    check_storage_url,
+    check_study_name,
+    default_storage,
+    journal_path,
+    open_storage,
+    redact,
+    sqlite_path,
+)
+
+DEFAULT_STUDY_NAME = "se-cca-mnist"
 
 
 def add_study_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--study-name", default="se-cca-mnist", help="study name (default: se-cca-mnist)")
+    parser.add_argument("--study-name", default=DEFAULT_STUDY_NAME, help=f"study name (default: {DEFAULT_STUDY_NAME})")
     parser.add_argument("--storage", default=None,
                         help="Optuna storage URL (default: sqlite:///studies/<study-name>.db)")
 
@@ -27,13 +37,23 @@ def storage_url_of(args: argparse.Namespace) -> str:
     return check_storage_url(args.storage or default_storage(args.study_name))
 
 
-def load_existing_study(study_name: str, storage_url: str) -> optuna.Study:
-    path = sqlite_path(storage_url) or journal_path(storage_url)  # reading must never create a file
+def check_storage_readable(storage_url: str, study_name: str | None = None) -> None:
+    """A study file must exist before anything reads it: reading must never create one."""
+    path = sqlite_path(storage_url) or journal_path(storage_url)
     if path is not None and not path.is_file():
-        raise UsageError(f"no study file {path}; run `python -m search.run --study-name {study_name}` first, "
-                         "or pass --storage")
+        run = f"python -m search.run --study-name {study_name}" if study_name else "python -m search.run"
+        raise UsageError(f"no study file {path}; run `{run}` first, or pass --storage")
+
+
+def study_names(storage_url: str, study_name: str | None = None) -> tuple[BaseStorage, list[str]]:
+    """Open an existing storage for reading; -> (storage, the names of the studies in it)."""
+    check_storage_readable(storage_url, study_name)
     storage = open_storage(storage_url, heartbeat_interval=None)  # reading only: no trials to keep alive
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    return storage, [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+
+
+def load_existing_study(study_name: str, storage_url: str) -> optuna.Study:
+    storage, names = study_names(storage_url, study_name)
     if study_name not in names:
         there = ", ".join(names) if names else "none"
         raise UsageError(f"no study named {study_name!r} in {redact(storage_url)} (studies there: {there})")

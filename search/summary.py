@@ -54,6 +54,22 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
         return None
 
 
+def settings_rows(study: optuna.Study) -> list[tuple[str, str]]:
+    """What made the study's trials: data, split, space, metric, sampler, pruner, versions (name, value)."""
+    identity = study.user_attrs.get("identity", {})
+    sizes = study.user_attrs.get("split_sizes", {})
+    run = study.user_attrs.get("run_settings", {})
+    rows = [("data set", identity.get("dataset")),
+            ("training images", sizes.get("train")),
+            ("scored on", f"{sizes['held_out']} {identity.get('eval_on')} images" if "held_out" in sizes else None),
+            ("space", identity.get("space")), ("metric", identity.get("metric")),
+            ("rungs", identity.get("rungs", 1) if identity else None), ("split seed", identity.get("seed")),
+            ("sampler (last run)", run.get("sampler")), ("pruner (last run)", run.get("pruner")),
+            ("workers (last run)", run.get("workers")), ("device (last run)", run.get("device")),
+            ("versions", ", ".join(f"{k} {v}" for k, v in study.user_attrs.get("versions", {}).items()))]
+    return [(k, str(v)) for k, v in rows if v not in (None, "")]
+
+
 def storage_args(study_name: str, storage: str) -> str:
     args = f"--study-name {shlex.quote(study_name)}"
     if storage != default_storage(study_name):
@@ -64,16 +80,20 @@ def storage_args(study_name: str, storage: str) -> str:
 def summary(study: optuna.Study, storage: str, metric_name: str) -> str:
     trials = study.get_trials(deepcopy=False)
     counts = {state: sum(t.state == state for t in trials) for state in TrialState}
-    lines = [f"study {study.study_name} ({redact(storage)}): {len(trials)} trials: "
-             + ", ".join(f"{counts[s]} {s.name.lower()}" for s in
-                         (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
-                         if counts[s] or s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))]
+    lines = [
+        f"study {study.study_name} ({redact(storage)}): {len(trials)} trials: "
+        + ", ".join(
+            f"{counts[s]} {s.name.lower()}"
+            for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
+            if counts[s] or s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        )
+    ]
     best = best_trial(study)
     if best is None:
         lines.append("no completed trial yet")
     else:
         lines.append(f"best: trial {best.number}, {metric_name} {best.value:.4f}")
-        width = max(len(k) for k in best.params)
+        width = max((len(k) for k in best.params), default=0)
         lines += [f"  {k:<{width}}  {format_value(v)}" for k, v in best.params.items()]
         for key in ("test_loss", "test_accuracy"):
             if key in best.user_attrs:

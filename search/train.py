@@ -16,8 +16,16 @@ from pathlib import Path
 import torch
 
 from model import IMPLS, NetConfig, SECCANet, count_parameters, save_model
-from search.cli import (add_compile_arg, add_data_args, apply_compile_flag, data_options, int_between,
-                         positive_float, run_main, seed_int)
+from search.cli import (
+    add_compile_arg,
+    add_data_args,
+    apply_compile_flag,
+    data_options,
+    int_between,
+    positive_float,
+    run_main,
+    seed_int,
+)
 from search.data import load_splits
 from search.devices import resolve_device
 from search.outputs import AtomicFolder, check_output_folder
@@ -26,17 +34,33 @@ from search.training import OPTIMIZERS, TrainConfig, evaluate, fit
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m search.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--hidden-size", type=int_between(1, 16384, "a width from 1 to 16384"), default=128, help="fc1 width (default: 128)")
+    parser.add_argument(
+        "--hidden-size",
+        type=int_between(1, 16384, "a width from 1 to 16384"),
+        default=128,
+        help="fc1 width (default: 128)",
+    )
     parser.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default: 0.001)")
-    parser.add_argument("--batch-size", type=int_between(1, 65536, "a batch size from 1 to 65536"), default=64, help="batch size (default: 64)")
-    parser.add_argument("--epochs", type=int_between(1, 1000, "epochs from 1 to 1000"), default=10, help="epochs (default: 10)")
+    parser.add_argument(
+        "--batch-size",
+        type=int_between(1, 65536, "a batch size from 1 to 65536"),
+        default=64,
+        help="batch size (default: 64)",
+    )
+    parser.add_argument(
+        "--epochs", type=int_between(1, 1000, "epochs from 1 to 1000"), default=10, help="epochs (default: 10)"
+    )
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="optimiser (default: adam)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--impl", choices=IMPLS, default="auto",
                         help="attention implementation; same function either way (default: auto)")
     add_compile_arg(parser)
-    parser.add_argument("--seed", type=seed_int, default=0, help="seeds the split, the init and the batch order (default: 0)")
-    parser.add_argument("--out", type=Path, default=None, help="save model.safetensors + config.json here (default: none)")
+    parser.add_argument(
+        "--seed", type=seed_int, default=0, help="seeds the split, the init and the batch order (default: 0)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="save model.safetensors + config.json here (default: none)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: off)")
     add_data_args(parser)
     return parser

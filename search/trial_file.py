@@ -16,8 +16,8 @@ from optuna.trial import FixedTrial
 
 from model import NetConfig
 from search import space as search_space
-from search.data import DATASETS, EVAL_ON, DataOptions
 from search.cli import SEED_MAX
+from search.data import DATASETS, EVAL_ON, DataOptions
 from search.errors import UsageError
 from search.training import TrainConfig
 

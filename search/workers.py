@@ -31,8 +31,8 @@ def worker_entry(arg_dict: dict, storage_url: str, device_name: str, threads: in
     from search.cli import apply_compile_flag, data_options
     from search.data import load_splits
     from search.devices import resolve_device
-    from search.objective import METRIC_NAMES, Objective
     from search.interrupts import interrupt_once
+    from search.objective import METRIC_NAMES, Objective
     from search.run import make_pruner, make_sampler, run_trials
     from search.storage import open_storage
     from search.summary import trial_line
@@ -57,7 +57,7 @@ def worker_entry(arg_dict: dict, storage_url: str, device_name: str, threads: in
         metric_name = METRIC_NAMES[args.metric]
         objective = Objective(data=data, device=device, space=args.space, metric=args.metric, seed=args.seed,
                               impl=args.impl, log=(lambda line: print(f"{prefix} {line}", flush=True))
-                              if args.verbose else None, rungs=args.rungs)
+                              if args.verbose else None, rungs=args.rungs, live=args.live)
         run_trials(study, objective, budget=args.n_trials, timeout=args.timeout,
                    on_trial=lambda s, t: print(f"{prefix} {trial_line(t, metric_name)}", flush=True))
     except KeyboardInterrupt:

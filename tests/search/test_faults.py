@@ -251,7 +251,7 @@ def test_postgres_workers_starting_at_once_on_a_fresh_database(postgres):
     procs = [cli(url, "--trials", "6", env={"SE_CCA_TEST_SLOW_EPOCH": "1"})  # four machines, one instant,
              for _ in range(4)]                                                # no schema yet
     results = [finish(p) for p in procs]
-    for code, out, err in results:
+    for code, _out, err in results:
         assert code == 0, err
     study = check_invariants(url)
     finished = [t for t in study.trials if t.state != TrialState.RUNNING]

@@ -2,13 +2,12 @@
 
 import json
 import os
-import stat
 import socket
+import stat
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import optuna
 import pytest
@@ -17,6 +16,7 @@ import torch
 from model import load_model
 from search import compare, evaluate, export, report, retrain, run
 from search.cli import run_main
+from search.trial_curves import curves_of
 
 FAST = ["--dataset", "synthetic", "--train-subset", "200", "--val-size", "200", "--workers", "1", "--no-compile"]
 
@@ -51,7 +51,10 @@ def test_export_writes_everything_needed(exported, study_db):
     record = json.loads(exported.read_text())
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{study_db}")
     assert record["trial_number"] == study.best_trial.number and record["value"] == study.best_value
-    assert record["params"] == study.best_trial.params and record["model"]["hidden_size"] == record["params"]["hidden_size"]
+    assert (
+        record["params"] == study.best_trial.params
+        and record["model"]["hidden_size"] == record["params"]["hidden_size"]
+    )
     assert record["data"] == {"dataset": "synthetic", "val_size": 200, "train_subset": 200, "eval_on": "val", "seed": 0}
     assert len(record["curves"]["eval_loss"]) == record["params"]["epochs"]
     assert "torch" in record["versions"] and record["metric"] == "loss"
@@ -70,12 +73,40 @@ def test_trial_notes_and_diagnosis_are_stored(study_db):
     assert any(k.startswith("dashboard:plot_data:learning-curves") for k in attrs)
 
 
+def test_dashboard_pages_hold_rounded_figures_and_full_notes(study_db):
+    """What the dashboard shows after a run: short attribute values, the study's figures, notes with the
+    summary and settings (study) and with test accuracy, time and size (trials)."""
+    from optuna_dashboard import get_note
+    from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
+    from optuna_dashboard._note import get_note_from_system_attrs
+
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{study_db}")
+    system_attrs = study._storage.get_study_system_attrs(study._study_id)
+    for trial in study.trials:
+        assert not {"train_loss", "eval_loss", "eval_accuracy", "epoch_seconds"} & set(trial.user_attrs)
+        assert all(len(repr(v)) <= 8 for values in curves_of(trial).values() for v in values), curves_of(trial)
+        assert all(len(repr(v)) <= 12 for v in trial.user_attrs.values() if isinstance(v, float))
+        note = get_note_from_system_attrs(system_attrs, trial._trial_id)["body"]
+        assert "test accuracy" in note and "parameters" in note and f"{trial.user_attrs['n_params']:,}" in note
+        assert trial.state != optuna.trial.TrialState.COMPLETE or "complete" in note.splitlines()[0]
+    figures = {k: json.loads(v) for k, v in get_plotly_graph_objects(system_attrs).items()}
+    assert set(figures) == {"learning-curves", "speed"}
+    names = {t["name"] for t in figures["learning-curves"]["data"]}
+    assert f"trial {study.best_trial.number} (best so far)" in names
+    assert len(figures["speed"]["data"][0]["x"]) == 3  # images/s of every trial
+    note = get_note(study)
+    assert "| data set | synthetic |" in note and "| sampler (last run) | tpe |" in note
+    assert f"best: trial {study.best_trial.number}" in note
+
+
 def test_retrain_saves_a_model_that_loads_and_evaluates(exported, tmp_path, capsys):
     out = tmp_path / "runs" / "best"
     assert run_main(retrain.main, [str(exported), "--epochs", "1", "--out", str(out), "--keep-val"]) == 0
     text = capsys.readouterr().out
     assert "test loss" in text and "in the search:" in text
     assert sorted(os.listdir(out)) == ["config.json", "curves.html", "metrics.json", "model.safetensors"]
+    page = (out / "curves.html").read_text()
+    assert "test accuracy" in page and "held-out accuracy" in page and "11800 images, 1 epoch," in page
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train_images"] == 11800 and len(metrics["epochs"]) == 1  # 12000 - 200 held out; no subset
     net = load_model(out)
@@ -84,6 +115,15 @@ def test_retrain_saves_a_model_that_loads_and_evaluates(exported, tmp_path, caps
     assert f"test loss {metrics['test_loss']:.4f}" in capsys.readouterr().out
     # an existing non-empty folder is refused, not overwritten
     assert run_main(retrain.main, [str(exported), "--epochs", "1", "--out", str(out)]) == 2
+
+
+def test_retrain_curves_put_each_epoch_score_at_its_end():
+    from search.plots import retrain_curves
+
+    fig = retrain_curves([2.3, 1.0, 0.5, 0.4, 0.3, 0.2], 3, [0.45, 0.25], [0.88, 0.93])
+    step, held, acc = fig.data
+    assert list(step.x) == [1, 2, 3, 4, 5, 6] and list(held.x) == [3, 6] and list(acc.x) == [1, 2]
+    assert list(acc.y) == [0.88, 0.93]
 
 
 def test_retrain_verify_reproduces_the_trial(exported, tmp_path, capsys):
@@ -99,18 +139,24 @@ def mutate(exported, tmp_path, change) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda r: r.update(colour="red"), "unknown key 'colour'"),
-    (lambda r: r.pop("params"), "missing key 'params'"),
-    (lambda r: r.update(params="big"), "params must be an object"),
-    (lambda r: r["params"].update(lr=0.5), "params.lr = 0.5 is outside the search space [0.0001, 0.01]"),
-    (lambda r: r["params"].update(batch_size=100), "params.batch_size = 100 is not allowed; choose from 32, 64, 128, 256"),
-    (lambda r: r["params"].update(hidden_size="wide"), "params.hidden_size must be an integer"),
-    (lambda r: r["params"].pop("epochs"), "params is missing 'epochs'"),
-    (lambda r: r["params"].update(momentum=0.9), "params.momentum is not a parameter of the 'default' space"),
-    (lambda r: r["data"].update(dataset="cifar"), "data.dataset 'cifar' is unknown"),
-    (lambda r: r["model"].update(hidden_size=7), "model.hidden_size = 7 disagrees with the params"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: r.update(colour="red"), "unknown key 'colour'"),
+        (lambda r: r.pop("params"), "missing key 'params'"),
+        (lambda r: r.update(params="big"), "params must be an object"),
+        (lambda r: r["params"].update(lr=0.5), "params.lr = 0.5 is outside the search space [0.0001, 0.01]"),
+        (
+            lambda r: r["params"].update(batch_size=100),
+            "params.batch_size = 100 is not allowed; choose from 32, 64, 128, 256",
+        ),
+        (lambda r: r["params"].update(hidden_size="wide"), "params.hidden_size must be an integer"),
+        (lambda r: r["params"].pop("epochs"), "params is missing 'epochs'"),
+        (lambda r: r["params"].update(momentum=0.9), "params.momentum is not a parameter of the 'default' space"),
+        (lambda r: r["data"].update(dataset="cifar"), "data.dataset 'cifar' is unknown"),
+        (lambda r: r["model"].update(hidden_size=7), "model.hidden_size = 7 disagrees with the params"),
+    ],
+)
 def test_retrain_rejects_bad_files_before_training(exported, tmp_path, capsys, change, message):
     path = mutate(exported, tmp_path, change)
     out = tmp_path / "never"
@@ -137,6 +183,10 @@ def test_report_is_self_contained(study_db, tmp_path):
         assert heading in page, heading
     assert "cdn.plot.ly" not in page.split("<body>")[0] and "plotly" in page.lower()
     assert len(page) > 1_000_000  # plotly.js is inlined: the page opens offline
+    # It names its metric and what made the study; no axis says "Objective Value".
+    assert "best held-out loss" in page.split("</h1>")[0]
+    assert "<td>data set</td><td>synthetic</td>" in page and "<td>pruner (last run)</td><td>median</td>" in page
+    assert '"Objective Value"' not in page and '"Intermediate Value"' not in page and "held-out loss per epoch" in page
 
 
 def test_edge_warning_names_the_range_to_widen():
@@ -155,6 +205,16 @@ def test_compare_trials_and_files(study_db, exported, tmp_path, capsys):
     assert run_main(compare.main, ["0", str(exported), *study_args(study_db), "-o", str(out)]) == 0
     text = capsys.readouterr().out
     assert "fluctuation, last 5 epochs" in text and "hidden_size" in text and out.exists()
+    assert "data set" in text and "synthetic" in text and "study" in text
+
+
+def test_compare_refuses_trials_of_different_data(exported, tmp_path, capsys):
+    other = mutate(exported, tmp_path, lambda r: r["data"].update(dataset="fashion-mnist"))
+    out = tmp_path / "c.html"
+    assert run_main(compare.main, [str(exported), other, "-o", str(out)]) == 2
+    assert "different data (dataset 'synthetic' vs 'fashion-mnist')" in capsys.readouterr().err and not out.exists()
+    assert run_main(compare.main, [str(exported), other, "-o", str(out), "--allow-mixed"]) == 0
+    assert "warning:" in capsys.readouterr().err and 'class="warn"' in out.read_text()
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -180,7 +240,10 @@ def test_missing_study_file_is_not_created(tmp_path, capsys):
 def test_empty_study_and_unwritable_output(tmp_path, capsys, study_db):
     db = tmp_path / "empty.db"
     optuna.create_study(study_name="e", storage=f"sqlite:///{db}")
-    assert run_main(report.main, ["--study-name", "e", "--storage", f"sqlite:///{db}", "-o", str(tmp_path / "r.html")]) == 2
+    assert (
+        run_main(report.main, ["--study-name", "e", "--storage", f"sqlite:///{db}", "-o", str(tmp_path / "r.html")])
+        == 2
+    )
     assert "has no completed trial yet" in capsys.readouterr().err
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -217,6 +280,27 @@ def test_dashboard_serves_the_study_trials_and_notes(study_db):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def dashboard_banner(argv: list) -> str:
+    """Start search.dashboard, return its first line (the URL it prints), stop it."""
+    proc = subprocess.Popen([sys.executable, "-m", "search.dashboard", *argv, "--port", str(free_port())],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        return proc.stdout.readline().strip() or proc.stderr.read()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_dashboard_starts_on_a_storage_alone_or_opens_the_named_study(study_db):
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{study_db}")
+    alone = dashboard_banner(["--storage", f"sqlite:///{study_db}"])
+    assert alone.startswith("optuna-dashboard for sqlite:///") and alone.endswith("/dashboard"), alone
+    named = dashboard_banner(study_args(study_db))
+    assert named.endswith(f"/dashboard/studies/{study._study_id}"), named
+    assert "no study named 'nope'" in dashboard_banner(["--storage", f"sqlite:///{study_db}", "--study-name", "nope"])
 
 
 def test_outputs_get_ordinary_permissions(tmp_path):

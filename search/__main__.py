@@ -1,0 +1,7 @@
+"""``python -m search <command> [flags]``: the same as the ``se-cca-search`` console script."""
+
+import sys
+
+from search.console import main
+
+sys.exit(main())

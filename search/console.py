@@ -1,0 +1,54 @@
+"""One command for everything: ``se-cca-search <command> [flags]`` (installed by pip).
+
+    se-cca-search run --trials 50
+    se-cca-search dashboard
+    se-cca-search export -o best.json && se-cca-search retrain best.json --out runs/best
+    se-cca-search <command> --help
+
+``python -m search <command>`` is the same, and every ``python -m search.<module>`` keeps working.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (module, what it does); the order is the order of a user's day.
+COMMANDS = {
+    "run": ("search.run", "run (or resume) a study"),
+    "dashboard": ("search.dashboard", "watch or browse studies in optuna-dashboard"),
+    "report": ("search.report", "one offline HTML report of a study"),
+    "export": ("search.export", "export the best (or a chosen) trial as JSON"),
+    "retrain": ("search.retrain", "retrain an exported trial on all training images, save the model"),
+    "evaluate": ("search.evaluate", "score a saved model"),
+    "compare": ("search.compare", "compare two trials or exported files side by side"),
+    "train": ("search.train", "train one configuration with the seed's log"),
+    "bench": ("search.bench", "speed against the seed's own training loop"),
+    "bench-search": ("search.bench_search", "quality per minute of the whole search -> retrain path"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {what}" for name, (_, what) in COMMANDS.items()]
+    return "usage: se-cca-search <command> [flags]\n\ncommands:\n" + "\n".join(lines) + \
+        "\n\n`se-cca-search <command> --help` lists a command's flags."
+
+
+def main(argv: list[str] | None = None) -> int:
+    from search.cli import run_main
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return run_main(module.main, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

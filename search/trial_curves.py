@@ -1,0 +1,28 @@
+"""A trial's per-epoch curves: stored with the trial, kept off its dashboard page.
+
+The train loss, held-out loss, held-out accuracy and seconds of every epoch are written after each
+epoch as one trial *system* attribute, ``curves``, the way Optuna's own artifacts record themselves
+(``storage.set_trial_system_attr``). Not as user attributes: optuna-dashboard lists those on the
+trial's page one unbroken line each, and 20 epochs of four lists made that page wider than the
+window. People see the curves in the trial's note (a table) and in the study's live figure.
+"""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import FrozenTrial
+
+KEYS = ("train_loss", "eval_loss", "eval_accuracy", "epoch_seconds")
+
+
+def store_curves(trial: optuna.Trial, curves: dict[str, list[float]]) -> None:
+    trial.storage.set_trial_system_attr(trial._trial_id, "curves", curves)
+
+
+def curves_of(trial: FrozenTrial) -> dict[str, list[float]]:
+    """The trial's curves (empty lists when it stored none); studies written before the curves moved out
+    of the user attributes are read from there."""
+    stored = trial.system_attrs.get("curves")
+    if not isinstance(stored, dict):
+        stored = trial.user_attrs
+    return {k: list(stored.get(k) or []) for k in KEYS}

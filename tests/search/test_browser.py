@@ -1,0 +1,117 @@
+"""The dashboard and the report in a real headless Chromium (Debian's), driven by Playwright, while a
+search runs: the running trial's curves appear on the study's page, no page is wider than a 1280 px
+window, the report names its metric and settings.
+
+CI installs Chromium and Playwright (.ci/run) and sets SE_CCA_CI=1, so there this test cannot skip.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+
+from search.trial_curves import curves_of
+
+WIDTH = 1280
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu"]
+
+
+def chromium() -> str:
+    """Debian's Chromium, with Playwright to drive it; in CI their absence is a failure, not a skip."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        path = None
+    if path is None:
+        if os.environ.get("SE_CCA_CI"):
+            pytest.fail("CI must run the browser test: install Debian's chromium and `pip install -e '.[test]'`")
+        pytest.skip("no chromium or playwright here (CI installs both)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.25)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def study_ready(url: str):
+    try:
+        study = optuna.load_study(study_name="t", storage=url)
+    except Exception:  # noqa: BLE001 - no file, no tables or no study yet: it is being created
+        return None
+    return study if "identity" in study.user_attrs else None
+
+
+def page_width(page) -> int:
+    return page.evaluate("document.documentElement.scrollWidth")
+
+
+def test_live_curves_and_page_widths_in_a_real_browser(tmp_path):
+    executable = chromium()
+    from playwright.sync_api import sync_playwright
+
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "SE_CCA_TEST_EPOCHS": "3,3", "SE_CCA_TEST_SLOW_EPOCH": "4"}
+    search = subprocess.Popen([sys.executable, "-m", "search.run", "--study-name", "t", "--storage", url,
+                               "--dataset", "synthetic", "--train-subset", "200", "--val-size", "200",
+                               "--workers", "1", "--no-compile", "--trials", "2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    dashboard = None
+    try:
+        wait_for(lambda: study_ready(url), 120, "the study to be created")
+        dashboard = subprocess.Popen([sys.executable, "-m", "search.dashboard", "--study-name", "t", "--storage", url,
+                                      "--port", str(free_port())], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env)
+        banner = dashboard.stdout.readline()
+        study_page = banner.split(": ")[-1].strip()
+        assert "/dashboard/studies/" in study_page, banner + dashboard.stderr.read()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=executable, args=BROWSER_ARGS)
+            page = browser.new_page(viewport={"width": WIDTH, "height": 900})
+            errors = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(study_page)
+            # While trial 0 runs, its curves appear on the study's page (the dashboard reloads every 10 s).
+            legend = "trial 0 (seed config, running)"
+            page.wait_for_function(f"document.body.textContent.includes({legend!r})", timeout=60_000)
+            assert search.wait(timeout=180) == 0, search.stdout.read()
+            page.reload()
+            page.wait_for_function("document.body.textContent.includes('(best so far)')", timeout=30_000)
+            assert page_width(page) <= WIDTH
+            for trial in optuna.load_study(study_name="t", storage=url).trials:
+                page.goto(f"{study_page}/trials?numbers={trial.number}")
+                page.wait_for_function("document.body.textContent.includes('test accuracy')", timeout=30_000)
+                assert page_width(page) <= WIDTH, f"trial {trial.number}'s page overflows"
+                assert len(curves_of(trial)["eval_loss"]) == 3
+            assert not errors, errors
+            # The report: offline, names its metric and the study's settings, fits the window.
+            report = tmp_path / "report.html"
+            subprocess.run([sys.executable, "-m", "search.report", "--study-name", "t", "--storage", url, "-o",
+                            str(report)], check=True, env=env, capture_output=True)
+            page.goto(report.as_uri())
+            text = page.inner_text("body")
+            assert "best held-out loss" in text and "data set" in text and "synthetic" in text
+            assert page_width(page) <= WIDTH
+            browser.close()
+    finally:
+        for proc in (search, dashboard):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)

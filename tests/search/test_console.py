@@ -1,0 +1,37 @@
+"""The one command, ``se-cca-search <command>`` (and ``python -m search <command>``)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from search import console
+
+
+@pytest.mark.parametrize("name", list(console.COMMANDS))
+def test_every_command_answers_help(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        console.main([name, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m " + console.COMMANDS[name][0]) and "(default:" in out
+
+
+def test_unknown_or_missing_command_is_one_line(capsys):
+    assert console.main(["serch"]) == 2
+    assert "error: unknown command 'serch'; choose one of: run, dashboard," in capsys.readouterr().err
+    assert console.main([]) == 2
+    assert "usage: se-cca-search <command>" in capsys.readouterr().err
+
+
+def test_commands_keep_their_error_boundary(tmp_path, capsys):
+    db = tmp_path / "none.db"
+    assert console.main(["export", "--storage", f"sqlite:///{db}", "-o", str(tmp_path / "b.json")]) == 2
+    assert capsys.readouterr().err.startswith("error: no study file") and not db.exists()
+
+
+def test_python_dash_m_search_lists_the_commands():
+    proc = subprocess.run([sys.executable, "-m", "search", "--help"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert proc.returncode == 0 and all(name in proc.stdout for name in console.COMMANDS)
