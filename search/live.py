@@ -32,7 +32,7 @@ LAST_FEW = 3  # most recently started trials shown beside the best and the seed 
 
 
 def curve_trials(study: optuna.Study) -> dict[str, dict]:
-    """Label -> user attributes of the trials the learning-curves figure shows (each trial once)."""
+    """Label -> per-epoch curves of the trials the learning-curves figure shows (each trial once)."""
     trials = [t for t in study.get_trials(deepcopy=False) if curves_of(t)["eval_loss"]]
     chosen: dict[int, str] = {}
     best, seed = best_trial(study), seed_trial(study)
@@ -115,14 +115,14 @@ class LiveDashboard:
         if self._thread.is_alive():
             self._thread.join()
         if exc[0] is None or issubclass(exc[0], KeyboardInterrupt):
-            self.publish()  # the final state, from this thread: a storage error here is reported as usual
+            self.publish()  # the final state, from the caller's thread: a storage error is reported as usual
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             try:
                 self.publish()
-            except Exception:  # noqa: BLE001 - a busy or failing storage must not stop the search;
-                pass           # the trials report storage errors themselves, and the next look retries
+            except Exception:  # a busy or failing storage must not stop the search: the trials
+                pass           # report storage errors themselves, and the next look retries
 
     def publish(self) -> None:
         """Rewrite the figures and the note if any trial moved on since the last call."""
