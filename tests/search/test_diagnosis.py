@@ -29,7 +29,8 @@ from search.diagnosis import (
 ])
 def test_each_class(train, held, expected):
     assert diagnose(train, held) == expected
-    assert REMEDIES[expected]
+    note = note_markdown(0, {"train_loss": train, "eval_loss": held, "eval_accuracy": [0.5] * len(held)}, expected)
+    assert f"**Fit diagnosis: {expected}.** Remedies (seed, section 1.3): {REMEDIES[expected]}." in note
 
 
 def test_overfitting_needs_a_real_rise_and_falling_train_loss():

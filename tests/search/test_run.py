@@ -282,16 +282,51 @@ def test_a_signal_during_study_creation_leaves_a_whole_study_or_none(tmp_path, d
     assert sum(bool(t.user_attrs.get("seed_config")) and t.state == TrialState.COMPLETE for t in study.trials) == 1
 
 
+SAMPLER_CLASSES = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+                   "cmaes": optuna.samplers.CmaEsSampler, "gp": optuna.samplers.GPSampler,
+                   "qmc": optuna.samplers.QMCSampler}
+
+
 @pytest.mark.parametrize("name", run.SAMPLERS)
-def test_every_sampler_runs(name):
-    study = optuna.create_study(sampler=run.make_sampler(name, 0))
-    study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_int("n", 1, 4), n_trials=4)
-    assert len(study.trials) == 4
+def test_every_sampler_is_the_one_named_and_seeded(name):
+    def params(seed):
+        study = optuna.create_study(sampler=run.make_sampler(name, seed))
+        study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_int("n", 1, 4), n_trials=4)
+        assert type(study.sampler) is SAMPLER_CLASSES[name]
+        assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+        return [t.params for t in study.trials]
+
+    assert params(0) == params(0) != params(1)  # --seed reaches the sampler
+
+
+PRUNER_CLASSES = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.HyperbandPruner,
+                  "successive-halving": optuna.pruners.SuccessiveHalvingPruner, "none": optuna.pruners.NopPruner}
 
 
 @pytest.mark.parametrize("name", run.PRUNERS)
-def test_every_pruner_builds(name):
-    assert isinstance(run.make_pruner(name), optuna.pruners.BasePruner)
+def test_every_pruner_is_the_one_named(name):
+    assert type(run.make_pruner(name)) is PRUNER_CLASSES[name]
+    # --rungs > 1 means successive halving over the training-set size, whatever pruner was named, but "none"
+    expected = optuna.pruners.NopPruner if name == "none" else optuna.pruners.SuccessiveHalvingPruner
+    assert type(run.make_pruner(name, rungs=3)) is expected
+
+
+def test_the_median_pruner_stops_a_bad_trial_only_after_five_full_ones():
+    study = optuna.create_study(pruner=run.make_pruner("median"))
+
+    def bad_trial_is_pruned() -> bool:
+        bad = study.ask()
+        bad.report(9.0, 1)
+        pruned = bad.should_prune()
+        study.tell(bad, state=TrialState.FAIL)
+        return pruned
+
+    for complete in range(5):
+        assert not bad_trial_is_pruned(), f"pruned with only {complete} complete trials"
+        good = study.ask()
+        good.report(1.0, 1)
+        study.tell(good, 1.0)
+    assert bad_trial_is_pruned()  # from its first epoch on (n_warmup_steps=0), once five trials completed
 
 
 def test_rungs_train_on_nested_growing_samples_and_only_the_best_go_on(tmp_path, quick_space):
