@@ -94,7 +94,8 @@ class Objective:
         held-out value every epoch and prune by it. -> (model, history, curves, images/s per epoch)."""
         torch.manual_seed(self.seed + trial.number)  # init differs per trial, reproducible per study
         model = SECCANet(net_config, impl=self.impl).to(self.device)
-        trial.set_user_attr("n_params", count_parameters(model))
+        n_params = count_parameters(model)
+        trial.set_user_attr("n_params", n_params)
         if size < len(self.data.train_y):
             idx = self.order[:size]
             train_x, train_y = self.data.train_x[idx], self.data.train_y[idx]
@@ -103,7 +104,6 @@ class Objective:
         curves = {"train_loss": [], "eval_loss": [], "eval_accuracy": [], "epoch_seconds": []}
         speeds = []
         start = time.perf_counter()
-        n_params = count_parameters(model)
 
         def on_epoch(result: EpochResult) -> None:
             speeds.append(result.train_images_per_second)
