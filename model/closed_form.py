@@ -204,12 +204,20 @@ class CrossSoftmaxMean(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         saved = (*ctx.saved_tensors, g.contiguous())
-        if _compiled.get("enabled"):
-            return _compiled_backward(*saved)
-        return _eager_backward(*saved, chunk_size(g))
+        # backward() called inside an autocast block runs with autocast on: keep the sums in float32.
+        with torch.autocast(g.device.type, enabled=False):
+            if _compiled.get("enabled"):
+                return _compiled_backward(*saved)
+            return _eager_backward(*saved, chunk_size(g))
 
 
 def cross_softmax_mean(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    if torch.is_autocast_enabled(t.device.type):
+        # Under bf16/fp16 autocast the chunked sums mix dtypes (bmm into a float32 `out=` buffer fails)
+        # and exp() of 28+28 logits wants float32 anyway: run the cross in float32, as autocast does for
+        # softmax. Its inputs and output are (B, H, W) scalars per pixel, so this costs little.
+        with torch.autocast(t.device.type, enabled=False):
+            return cross_softmax_mean(t.float(), s.float())
     if torch.is_grad_enabled() and (t.requires_grad or s.requires_grad):
         return CrossSoftmaxMean.apply(t, s)
     if _compiled.get("enabled"):

@@ -21,9 +21,15 @@ def sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def ignore(signum, frame):
+    """A Python-level no-op. Not SIG_IGN: a second signal already caught by the C handler when the first
+    one's handler switches to SIG_IGN makes CPython print "OSError: Signal 15 ignored due to race
+    condition" with a traceback (seen with Ctrl-C reaching worker processes beside the parent's SIGTERM)."""
+
+
 def interrupt_once(signum, frame):
     for sig in SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+        signal.signal(sig, ignore)
     raise KeyboardInterrupt
 
 

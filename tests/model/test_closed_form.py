@@ -41,6 +41,23 @@ def test_outputs_and_all_gradients_agree_in_float64(monkeypatch, chunk):
     assert float(g_ref["cca.key_conv.bias"].abs().max()) < 1e-9  # only rounding in the general path
 
 
+def test_bf16_autocast_trains_through_the_closed_form():
+    # `search.bench --bf16` on a GPU crashed with "expected scalar type BFloat16 but found Float" inside the
+    # chunked sums; CPU autocast replays it. The cross now runs in float32 under autocast: outputs and
+    # gradients stay within bf16 rounding of the float32 network's.
+    closed_form.use_compiled_kernels(False)
+    net = random_net(torch.float32)
+    x = torch.randn(6, 1, 28, 28)
+    out_ref, g_ref = grads_of(net, x, "closed-form")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out_bf16, g_bf16 = grads_of(net, x, "closed-form")
+    assert out_bf16.dtype == torch.bfloat16
+    assert float((out_bf16.float() - out_ref).norm() / out_ref.norm()) < 3e-2
+    for name in g_ref:
+        rel = float((g_bf16[name] - g_ref[name]).norm() / g_ref[name].norm().clamp_min(1e-12))
+        assert rel < 0.1 or name == "cca.key_conv.bias", (name, rel)
+
+
 def test_cross_softmax_mean_gradcheck():
     torch.manual_seed(0)
     t = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)

@@ -311,6 +311,36 @@ def test_every_pruner_is_the_one_named(name):
     assert type(run.make_pruner(name, rungs=3)) is expected
 
 
+@pytest.mark.parametrize(("devices", "cores", "expected"), [
+    (["cpu"], 2, 2),  # one single-threaded worker per core
+    (["cpu"], 1, 1),
+    (["cuda"], 16, 8),  # GPUs: one per two cores (measured on an H200: 8 trials at once, each at full speed)
+    (["cuda"], 64, 8),  # ... at most 8 per GPU
+    (["cuda:0", "cuda:1"], 64, 16),
+    (["cuda"], 1, 1),  # never fewer than one per device
+    (["cuda:0", "cuda:1"], 2, 2),
+])
+def test_auto_workers(devices, cores, expected):
+    import torch
+
+    assert run.resolve_workers("auto", [torch.device(d) for d in devices], cores=cores) == expected
+    assert run.resolve_workers(3, [torch.device(d) for d in devices], cores=cores) == 3
+
+
+def test_compiled_kernels_are_on_by_default_only_on_the_cpu(monkeypatch):
+    # Measured on an H200 they trained slower and evaluated 4.7x slower than the eager kernels.
+    import torch
+
+    from model import closed_form
+    from search.cli import apply_compile_flag
+
+    monkeypatch.setattr(closed_form, "use_compiled_kernels", lambda on: calls.append(on))
+    calls = []
+    assert apply_compile_flag(None, torch.device("cuda")) is False
+    assert calls == [False]
+    assert apply_compile_flag(False, torch.device("cpu")) is False
+
+
 def test_the_median_pruner_stops_a_bad_trial_only_after_five_full_ones():
     study = optuna.create_study(pruner=run.make_pruner("median"))
 
