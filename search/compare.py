@@ -19,12 +19,11 @@ from pathlib import Path
 from search.cli import run_main
 from search.diagnosis import WINDOW, diagnose, fluctuation
 from search.errors import UsageError
-from search.export import trial_record
 from search.outputs import check_output_file
 from search.plots import learning_curves, table_html, write_html
 from search.storage import default_storage
 from search.studies import add_study_args, load_existing_study, pick_trial, storage_url_of
-from search.trial_file import load_trial_file
+from search.trial_file import load_trial_file, trial_record
 
 
 def resolve(ref: str, args, cache: dict) -> dict:

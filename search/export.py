@@ -9,53 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 
-from optuna.trial import FixedTrial
-
 from model.io import write_text_atomic
-from search import space as search_space
 from search.cli import non_negative_int, run_main
 from search.errors import UsageError
-from search.objective import METRIC_NAMES
 from search.outputs import check_output_file
 from search.storage import redact
 from search.studies import add_study_args, load_existing_study, pick_trial, storage_url_of
-from search.trial_curves import curves_of
-from search.trial_file import FORMAT
-
-
-def trial_record(study, trial) -> dict:
-    """Everything needed to retrain, verify or compare one trial, as plain JSON."""
-    identity = study.user_attrs.get("identity", {})
-    space = identity.get("space", "default")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        net, train = search_space.suggest(FixedTrial(trial.params), space)
-    metric = identity.get("metric", "loss")
-    record = {
-        "format": FORMAT,
-        "study_name": study.study_name,
-        "trial_number": trial.number,
-        "state": trial.state.name,
-        "metric": metric,
-        "metric_name": METRIC_NAMES.get(metric, metric),
-        "direction": study.direction.name.lower(),
-        "value": trial.value,
-        "space": space,
-        "params": dict(trial.params),
-        "model": net.to_dict(),
-        "train": train.to_dict(),
-        "data": {k: identity.get(k) for k in ("dataset", "val_size", "train_subset", "eval_on", "seed")},
-        "seed": identity.get("seed", 0),
-        "curves": {k: v for k, v in curves_of(trial).items() if k != "epoch_seconds"},
-        "versions": study.user_attrs.get("versions", {}),
-    }
-    for key in ("test_loss", "test_accuracy", "reason", "diagnosis"):
-        if key in trial.user_attrs:
-            record[key] = trial.user_attrs[key]
-    return record
+from search.trial_file import trial_record
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -24,8 +24,6 @@ from search.training import EpochResult, evaluate, fit
 from search.trial_curves import store_curves
 
 METRICS = ("loss", "accuracy")
-# Test-only knob: seconds to sleep after each epoch, so fault tests can kill a worker mid-trial.
-SLOW_EPOCH_S = float(os.environ.get("SE_CCA_TEST_SLOW_EPOCH", "0"))
 METRIC_NAMES = {"loss": "held-out loss", "accuracy": "held-out accuracy"}
 DIRECTIONS = {"loss": "minimize", "accuracy": "maximize"}
 
@@ -45,6 +43,14 @@ class Objective:
     # is pruned per epoch instead.
     rungs: int = 1
     live: bool = True  # rewrite the trial's dashboard note after every epoch (else only when it ends)
+    epochs: tuple[int, int] | None = None  # --epochs-range (None: the space's own)
+    slow_epoch_s: float = 0.0  # search.run's hidden --slow-epoch: lets fault tests stop a process mid-trial
+
+    @classmethod
+    def from_args(cls, args, data: Splits, device: torch.device, log: Callable[[str], None] | None = None):
+        """The objective ``search.run``'s options describe (in its process and in each worker process)."""
+        return cls(data=data, device=device, space=args.space, metric=args.metric, seed=args.seed, impl=args.impl,
+                   log=log, rungs=args.rungs, live=args.live, epochs=args.epochs_range, slow_epoch_s=args.slow_epoch)
 
     def __post_init__(self) -> None:
         self.sizes = rung_sizes(len(self.data.train_y), self.rungs) if self.rungs > 1 else [len(self.data.train_y)]
@@ -57,7 +63,7 @@ class Objective:
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("device", str(self.device))
-        net_config, train_config = search_space.suggest(trial, self.space)
+        net_config, train_config = search_space.suggest(trial, self.space, self.epochs)
         start = time.perf_counter()
         rung_values = {}
         for rung, size in enumerate(self.sizes):
@@ -125,8 +131,8 @@ class Objective:
                 return
             value = result.eval_loss if self.metric == "loss" else result.eval_accuracy
             trial.report(value, result.epoch)
-            if SLOW_EPOCH_S:
-                time.sleep(SLOW_EPOCH_S)
+            if self.slow_epoch_s:
+                time.sleep(self.slow_epoch_s)
             # Never at the last epoch: the trial has already paid for its whole run, and its final value
             # is exactly what the study compares; pruning it then only throws a finished result away.
             if result.epoch < train_config.epochs and trial.should_prune():

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import optuna
+from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from search.cli import run_main
@@ -34,30 +35,33 @@ EDGE_FRACTION = 0.05  # within 5% of the range (log scale for log params) counts
 
 def edge_warnings(study: optuna.Study, top: int | None = None) -> list[str]:
     """Numeric params whose best trials crowd one end of the search range."""
-    ranges = study.user_attrs.get("space_ranges", {})
     done = completed_trials(study)
-    if not done or not ranges:
+    if not done:
         return []
     reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
     best = sorted(done, key=lambda t: t.value, reverse=reverse)[: top or max(3, len(done) // 10)]
+    # The ranges are what the trials were sampled from: the search space table, as Optuna stored it.
+    ranges = {}
+    for trial in best:
+        for name, dist in trial.distributions.items():
+            if isinstance(dist, IntDistribution | FloatDistribution):
+                ranges.setdefault(name, dist)
     out = []
-    for name, spec in ranges.items():
-        if "choices" in spec:
-            continue
+    for name, dist in ranges.items():
         values = [t.params[name] for t in best if name in t.params]
-        if not values:
-            continue
-        scale = (lambda v: math.log(v)) if spec.get("log") else (lambda v: v)
-        lo, hi = scale(spec["low"]), scale(spec["high"])
+        scale = (lambda v: math.log(v)) if dist.log else (lambda v: v)
+        lo, hi = scale(dist.low), scale(dist.high)
         width = hi - lo
+        if width <= 0:
+            continue  # a range of one value (--epochs-range 3 3) has no edge to widen
         at_low = sum(scale(v) - lo <= EDGE_FRACTION * width for v in values)
         at_high = sum(hi - scale(v) <= EDGE_FRACTION * width for v in values)
-        for count, edge, where in ((at_low, spec["low"], "below"), (at_high, spec["high"], "above")):
+        for count, edge, where in ((at_low, dist.low, "below"), (at_high, dist.high, "above")):
             if count * 2 >= len(values):
                 out.append(
                     f"{name}: {count} of the {len(values)} best trials sit at the "
-                    f"{'lower' if where == 'below' else 'upper'} edge {edge:g} of [{spec['low']:g}, "
-                    f"{spec['high']:g}]; widen the range {where} {edge:g}"
+                    f"{'lower' if where == 'below' else 'upper'} edge {edge:g} of [{dist.low:g}, "
+                    f"{dist.high:g}]; widen the range {where} {edge:g}"
                 )
     return out
 

@@ -42,8 +42,9 @@ from search.devices import resolve_device
 from search.errors import UsageError
 from search.interrupts import deferred_signals, interrupt_once
 from search.live import INTERVAL_S, LiveDashboard
-from search.objective import DIRECTIONS, METRIC_NAMES, METRICS, Objective, catchable
-from search.recovery import counts_toward_total, fail_stale, interrupted_numbers, recover, retry_interrupted
+from search.objective import DIRECTIONS, METRIC_NAMES, METRICS, Objective
+from search.optimize import PRUNERS, SAMPLERS, make_sampler, pruner_for, run_trials
+from search.recovery import counts_toward_total, interrupted_numbers, recover, retry_interrupted
 from search.storage import (
     HEARTBEAT_INTERVAL_S,
     check_storage_url,
@@ -58,39 +59,6 @@ from search.storage import (
 )
 from search.summary import summary, trial_line
 from search.workers import run_worker_processes
-
-SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
-PRUNERS = ("median", "hyperband", "successive-halving", "none")
-
-
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
-
-
-def make_pruner(name: str, space: str = "default", rungs: int = 1) -> optuna.pruners.BasePruner:
-    if rungs > 1 and name != "none":
-        # Successive halving over the training-set size: the objective reports at resource 1, 3, 9
-        # (1/9, 1/3, all of the images); the top third of each rung goes on.
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3,
-                                                      min_early_stopping_rate=0)
-    if name == "median":
-        # Five full trials before any pruning; after that a trial can be pruned from its first epoch on
-        # (on MNIST the first epoch already ranks configurations well, and it is the cheapest to stop).
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=search_space.max_epochs(space),
-                                              reduction_factor=3)
-    if name == "successive-halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    return optuna.pruners.NopPruner()
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -111,6 +79,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "with 3, every trial trains on 1/9 of the images, the best third goes on to 1/3, the "
                              "best third of those to all; the pruner becomes Optuna's SuccessiveHalvingPruner over "
                              "these rungs (default: 1, off)")
+    parser.add_argument("--epochs-range", type=positive_int, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                        help="search epochs from LOW to HIGH only, at most the space's own maximum (quick studies; "
+                             "the seed's trial gets its 10 epochs clamped into the range) (default: the space's)")
     parser.add_argument("--metric", choices=METRICS, default="loss",
                         help="minimise held-out loss or maximise held-out accuracy (default: loss)")
     parser.add_argument("--no-seed-trial", action="store_true",
@@ -140,6 +111,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="seconds between RDB heartbeats; a trial silent for 3 intervals is failed and "
         f"retried (default: {HEARTBEAT_INTERVAL_S})",
     )
+    # Seconds to wait after each epoch: lets the fault tests stop a process mid-trial. Not for users.
+    parser.add_argument("--slow-epoch", type=positive_float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--create-only", action="store_true",
                         help="create the study (and enqueue the seed trial), then exit: start workers after")
     add_data_args(parser)
@@ -167,8 +140,10 @@ def resolve_workers(requested: int | str, devices: list, cores: int | None = Non
 
 def study_identity(args: argparse.Namespace) -> dict:
     """What must match for trials to be comparable: refuse to mix anything else into one study."""
-    rungs = {"rungs": args.rungs} if args.rungs > 1 else {}  # absent when off: older studies still match
-    return {"space": args.space, "metric": args.metric, **rungs, **data_options(args).identity()}
+    # Absent when off or unset: older studies still match.
+    rungs = {"rungs": args.rungs} if args.rungs > 1 else {}
+    epochs = {"epochs_range": list(args.epochs_range)} if args.epochs_range else {}
+    return {"space": args.space, "metric": args.metric, **rungs, **epochs, **data_options(args).identity()}
 
 
 def versions() -> dict:
@@ -197,12 +172,12 @@ def open_study(args: argparse.Namespace, storage_url: str, data_sizes: dict) -> 
         try:
             study = retry_on_race(lambda: optuna.create_study(
                 study_name=args.study_name, storage=storage, direction=DIRECTIONS[args.metric],
-                sampler=make_sampler(args.sampler, args.seed), pruner=make_pruner(args.pruner, args.space, args.rungs)))
+                sampler=make_sampler(args.sampler, args.seed), pruner=pruner_for(args)))
         except optuna.exceptions.DuplicatedStudyError:
             pass  # another process created it a moment ago: load it below
     if study is None:
         study = optuna.load_study(study_name=args.study_name, storage=storage, sampler=None,
-                                  pruner=make_pruner(args.pruner, args.space, args.rungs))
+                                  pruner=pruner_for(args))
         old = study.user_attrs.get("identity")
         if old is None and not study.trials:
             old = wait_for_identity(study)  # another process may be creating it this very moment
@@ -239,27 +214,16 @@ def finish_creation(study: optuna.Study, args: argparse.Namespace, identity: dic
     study.set_metric_names([METRIC_NAMES[args.metric]])
     study.set_user_attr("split_sizes", data_sizes)
     study.set_user_attr("versions", versions())
-    study.set_user_attr("space_ranges", search_space.ranges(args.space))
     if not args.no_seed_trial:
-        study.enqueue_trial(search_space.seed_params(args.space), user_attrs={"seed_config": True})
+        study.enqueue_trial(search_space.baseline_params(args.space, args.epochs_range),
+                            user_attrs={"seed_config": True})
     study.set_user_attr("identity", identity)
-
-
-def run_trials(study: optuna.Study, objective, *, budget: int, timeout: float | None, on_trial) -> None:
-    """Run trials one at a time until the study holds ``budget`` finished-or-running trials (a total
-    across reruns, workers and machines) or ``timeout`` seconds have passed."""
-    start = time.monotonic()
-    while timeout is None or time.monotonic() - start < timeout:
-        fail_stale(study)  # heartbeat check: a dead worker's trial must not hold a budget slot
-        trials = study.get_trials(deepcopy=False)
-        if counts_toward_total(trials) >= budget:
-            return
-        study.optimize(objective, n_trials=1, catch=catchable(), callbacks=[on_trial])
 
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     check_study_name(args.study_name)
+    args.epochs_range = search_space.check_epochs_range(args.epochs_range, args.space)
     storage_url = check_storage_url(args.storage or default_storage(args.study_name))
     devices = [resolve_device(d) for d in args.devices.split(",")] if args.devices else [resolve_device(args.device)]
     args.workers = resolve_workers(args.workers, devices)
@@ -325,9 +289,7 @@ def run_in_process(args, device, data, study: optuna.Study, done: int) -> int:
         bar.write(trial_line(trial, metric_name))
         bar.update(1)
 
-    objective = Objective(data=data.to(device), device=device, space=args.space, metric=args.metric,
-                          seed=args.seed, impl=args.impl, log=bar.write if args.verbose else None, rungs=args.rungs,
-                          live=args.live)
+    objective = Objective.from_args(args, data.to(device), device, log=bar.write if args.verbose else None)
     previous = {sig: signal.signal(sig, interrupt_once) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         run_trials(study, objective, budget=args.n_trials, timeout=args.timeout, on_trial=on_trial)

@@ -1,30 +1,14 @@
-"""The search space: the only module that calls ``trial.suggest_*``.
+"""The search space: one table of Optuna distributions per space, and the only ``trial.suggest_*`` calls.
 
-``suggest(trial, space)`` returns the plain configs the model and the loop take. Two spaces:
+The table drives everything that needs the space: ``suggest`` (the objective), ``check_params`` in
+search.trial_file (validating an exported file), the report's edge warnings (which read the same
+distributions back from each trial, ``FrozenTrial.distributions``), and ``baseline_params``, the seed's
+own configuration, which is the dataclass defaults of ``NetConfig`` and ``TrainConfig`` (no copy here).
 
-default (the user's four knobs)
-    hidden_size  int 32..512, log      contains the seed's 128 and section 1.7's 256; below 32 the head
-                                       underfits MNIST, above 512 fc1 dominates the step time
-    lr           float 1e-4..1e-2, log contains 1e-3 (seed) and 5e-4 (section 1.7); Adam is unstable
-                                       above 1e-2 and too slow below 1e-4 at these epoch counts
-    batch_size   32, 64, 128, 256      the seed's 64 and its neighbours in powers of two
-    epochs       int 2..12             the seed's 10, and below it: a 784-128-10 MLP already has its
-                                       lowest test loss at epoch 5 (shared/SEED_NOTES.md)
-
-extended (adds the knobs of the seed's section 1.1, and the training recipe it lists as "decay schedule
-and regularisation")
-    hidden_size   int 32..1024, log    wider than default: with dropout and weight decay a wider head pays
-    epochs        int 2..20            a decaying schedule keeps improving past the constant rate's ~5 epochs
-    optimizer     adam, adamw, sgd     (seed: adam); AdamW is how Adam gets weight decay
-    weight_decay  float 1e-6..1e-1, log    AdamW and SGD only; the seed's Adam runs without it
-    momentum      float 0.5..0.99          SGD only
-    schedule      constant, cosine, onecycle   (seed: constant) learning rate over all of the run's steps
-    warmup        float 0.0..0.3       cosine and onecycle only: fraction of the steps spent warming up
-    label_smoothing float 0.0..0.2     training loss only (the scores stay plain cross-entropy)
-    cca_channels  16, 32, 64, 128      (seed: 64)
-    activation    relu, gelu, tanh, leaky_relu   (seed: relu)
-    init          default, kaiming     (seed: PyTorch's default)
-    dropout       float 0.0..0.5       on the 784 features before the head (seed: 0)
+default: the four knobs of the seed's card (hidden size, learning rate, batch size, epochs).
+extended: adds the knobs of the seed's section 1.1 and the training recipe it lists as "decay schedule
+and regularisation". Parameters in ``APPLIES`` exist only where their condition holds (weight decay
+not for Adam, momentum only for SGD, warm-up only with a schedule), so samplers never see dead knobs.
 
 SE reduction is not searched: with a one-channel image the SE width is max(1, 1 // r) = 1 for every
 r, so the knob cannot change the network (it would only dilute the sampler).
@@ -32,105 +16,113 @@ r, so the knob cannot change the network (it would only dilute the sampler).
 
 from __future__ import annotations
 
-import os
+import dataclasses
 
-from model import ACTIVATIONS, NetConfig
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+from model import ACTIVATIONS, INITS, NetConfig
+from search.errors import UsageError
 from search.training import OPTIMIZERS, SCHEDULES, TrainConfig
 
 SPACES = ("default", "extended")
 
-HIDDEN_SIZE = (32, 512)
-HIDDEN_SIZE_EXTENDED = (32, 1024)
-LR = (1e-4, 1e-2)
-BATCH_SIZES = (32, 64, 128, 256)
-EPOCHS = (2, 12)
-EPOCHS_EXTENDED = (2, 20)
-WEIGHT_DECAY = (1e-6, 1e-1)
-MOMENTUM = (0.5, 0.99)
-WARMUP = (0.0, 0.3)
-LABEL_SMOOTHING = (0.0, 0.2)
-CCA_CHANNELS = (16, 32, 64, 128)
-INITS = ("default", "kaiming")
-DROPOUT = (0.0, 0.5)
+DEFAULT = {
+    # Contains the seed's 128 and section 1.7's 256; below 32 the head underfits MNIST, above 512 fc1
+    # dominates the step time.
+    "hidden_size": IntDistribution(32, 512, log=True),
+    # Contains 1e-3 (seed) and 5e-4 (section 1.7); Adam is unstable above 1e-2, too slow below 1e-4.
+    "lr": FloatDistribution(1e-4, 1e-2, log=True),
+    "batch_size": CategoricalDistribution((32, 64, 128, 256)),  # the seed's 64 and its powers-of-two neighbours
+    # The seed's 10 and below it: a 784-128-10 MLP already has its lowest test loss at epoch 5
+    # (shared/SEED_NOTES.md).
+    "epochs": IntDistribution(2, 12),
+}
+EXTENDED = {
+    **DEFAULT,
+    "hidden_size": IntDistribution(32, 1024, log=True),  # with dropout and weight decay a wider head pays
+    "epochs": IntDistribution(2, 20),  # a decaying schedule keeps improving past the constant rate's ~5 epochs
+    "optimizer": CategoricalDistribution(OPTIMIZERS),  # AdamW is how Adam gets weight decay
+    "weight_decay": FloatDistribution(1e-6, 1e-1, log=True),
+    "momentum": FloatDistribution(0.5, 0.99),
+    "schedule": CategoricalDistribution(SCHEDULES),  # the learning rate over all of the run's steps
+    "warmup": FloatDistribution(0.0, 0.3),  # fraction of the steps spent warming up
+    "label_smoothing": FloatDistribution(0.0, 0.2),  # training loss only; the scores stay plain cross-entropy
+    "cca_channels": CategoricalDistribution((16, 32, 64, 128)),
+    "activation": CategoricalDistribution(ACTIVATIONS),
+    "init": CategoricalDistribution(INITS),
+    "dropout": FloatDistribution(0.0, 0.5),  # on the 784 features before the head
+}
+TABLES = {"default": DEFAULT, "extended": EXTENDED}
+# Conditional parameters: asked for (and allowed in a file) only where the condition holds.
+APPLIES = {
+    "weight_decay": lambda params: params["optimizer"] != "adam",  # the seed's Adam runs without it
+    "momentum": lambda params: params["optimizer"] == "sgd",
+    "warmup": lambda params: params["schedule"] != "constant",
+}
+NET_FIELDS = {f.name for f in dataclasses.fields(NetConfig)}
+TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
-# The seed's own configuration, enqueued as every new study's first trial.
-SEED_PARAMS = {"hidden_size": 128, "lr": 1e-3, "batch_size": 64, "epochs": 10}
-# Test-only knob: "LOW,HIGH" shrinks the epochs range (and the seed trial's epochs) so that the
-# subprocess tests of the fault suite run in seconds.
-if os.environ.get("SE_CCA_TEST_EPOCHS"):
-    EPOCHS = EPOCHS_EXTENDED = tuple(int(v) for v in os.environ["SE_CCA_TEST_EPOCHS"].split(","))
-    SEED_PARAMS["epochs"] = EPOCHS[1]
-SEED_PARAMS_EXTENDED = {**SEED_PARAMS, "optimizer": "adam", "schedule": "constant", "label_smoothing": 0.0,
-                        "cca_channels": 64, "activation": "relu", "init": "default", "dropout": 0.0}
+
+def distributions(space: str = "default", epochs: tuple[int, int] | None = None) -> dict[str, BaseDistribution]:
+    """The space's table; ``epochs`` (``--epochs-range``) narrows the epochs range."""
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
+    table = dict(TABLES[space])
+    if epochs is not None:
+        table["epochs"] = IntDistribution(*epochs)
+    return table
 
 
-def seed_params(space: str) -> dict:
-    params = dict(SEED_PARAMS_EXTENDED if space == "extended" else SEED_PARAMS)
-    params["epochs"] = min(params["epochs"], epochs_range(space)[1])
+def check_epochs_range(epochs: tuple[int, int] | None, space: str) -> tuple[int, int] | None:
+    """``--epochs-range LOW HIGH``: from 1 up to the space's own maximum (files exported from such a study
+    must still validate against the space)."""
+    if epochs is None:
+        return None
+    low, high = epochs
+    top = TABLES[space]["epochs"].high
+    if not 1 <= low <= high <= top:
+        raise UsageError(f"--epochs-range {low} {high}: need 1 <= LOW <= HIGH <= {top} (the {space} space's "
+                         "maximum)")
+    return low, high
+
+
+def applies(name: str, params: dict) -> bool:
+    return name not in APPLIES or APPLIES[name](params)
+
+
+def suggest(trial, space: str = "default", epochs: tuple[int, int] | None = None) -> tuple[NetConfig, TrainConfig]:
+    """Ask ``trial`` for every parameter of ``space`` that applies; returns (model config, training config)."""
+    params = {}
+    for name, dist in distributions(space, epochs).items():
+        if not applies(name, params):
+            continue
+        if isinstance(dist, CategoricalDistribution):
+            params[name] = trial.suggest_categorical(name, dist.choices)
+        elif isinstance(dist, IntDistribution):
+            params[name] = trial.suggest_int(name, dist.low, dist.high, log=dist.log)
+        else:
+            params[name] = trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+    return configs(params)
+
+
+def configs(params: dict) -> tuple[NetConfig, TrainConfig]:
+    """A trial's params as the configs the model and the loop take; absent knobs keep the seed's values."""
+    return (NetConfig(**{k: v for k, v in params.items() if k in NET_FIELDS}),
+            TrainConfig(**{k: v for k, v in params.items() if k in TRAIN_FIELDS}))
+
+
+def baseline_params(space: str = "default", epochs: tuple[int, int] | None = None) -> dict:
+    """The seed's own configuration as params of ``space`` (every new study's first trial): the dataclass
+    defaults, with its 10 epochs clamped into the epochs range."""
+    defaults = {**NetConfig().to_dict(), **TrainConfig().to_dict()}
+    table = distributions(space, epochs)
+    params = {}
+    for name in table:
+        if applies(name, params):
+            params[name] = defaults[name]
+    params["epochs"] = min(max(params["epochs"], table["epochs"].low), table["epochs"].high)
     return params
 
 
-def hidden_range(space: str) -> tuple[int, int]:
-    return HIDDEN_SIZE_EXTENDED if space == "extended" else HIDDEN_SIZE
-
-
-def epochs_range(space: str) -> tuple[int, int]:
-    return EPOCHS_EXTENDED if space == "extended" else EPOCHS
-
-
-def max_epochs(space: str = "default") -> int:
-    return epochs_range(space)[1]
-
-
-def suggest(trial, space: str = "default") -> tuple[NetConfig, TrainConfig]:
-    """Ask ``trial`` for every parameter of ``space``; returns (model config, training config)."""
-    if space not in SPACES:
-        raise ValueError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
-    hidden = trial.suggest_int("hidden_size", *hidden_range(space), log=True)
-    lr = trial.suggest_float("lr", *LR, log=True)
-    batch = trial.suggest_categorical("batch_size", BATCH_SIZES)
-    epochs = trial.suggest_int("epochs", *epochs_range(space))
-    if space == "default":
-        return NetConfig(hidden_size=hidden), TrainConfig(lr=lr, batch_size=batch, epochs=epochs)
-    optimizer = trial.suggest_categorical("optimizer", OPTIMIZERS)
-    weight_decay = trial.suggest_float("weight_decay", *WEIGHT_DECAY, log=True) if optimizer != "adam" else 0.0
-    momentum = trial.suggest_float("momentum", *MOMENTUM) if optimizer == "sgd" else 0.9
-    schedule = trial.suggest_categorical("schedule", SCHEDULES)
-    warmup = trial.suggest_float("warmup", *WARMUP) if schedule != "constant" else 0.0
-    label_smoothing = trial.suggest_float("label_smoothing", *LABEL_SMOOTHING)
-    net = NetConfig(
-        hidden_size=hidden,
-        cca_channels=trial.suggest_categorical("cca_channels", CCA_CHANNELS),
-        activation=trial.suggest_categorical("activation", ACTIVATIONS),
-        init=trial.suggest_categorical("init", INITS),
-        dropout=trial.suggest_float("dropout", *DROPOUT),
-    )
-    train = TrainConfig(lr=lr, batch_size=batch, epochs=epochs, optimizer=optimizer, weight_decay=weight_decay,
-                        momentum=momentum, schedule=schedule, warmup=warmup, label_smoothing=label_smoothing)
-    return net, train
-
-
-def ranges(space: str = "default") -> dict:
-    """Each parameter's allowed range {"low", "high", "log"} or choices {"choices"}: for validation and reports."""
-    hidden, epochs = hidden_range(space), epochs_range(space)
-    out = {
-        "hidden_size": {"low": hidden[0], "high": hidden[1], "log": True, "type": "int"},
-        "lr": {"low": LR[0], "high": LR[1], "log": True, "type": "float"},
-        "batch_size": {"choices": list(BATCH_SIZES)},
-        "epochs": {"low": epochs[0], "high": epochs[1], "log": False, "type": "int"},
-    }
-    if space == "extended":
-        out.update({
-            "optimizer": {"choices": list(OPTIMIZERS)},
-            "weight_decay": {"low": WEIGHT_DECAY[0], "high": WEIGHT_DECAY[1], "log": True, "type": "float"},
-            "momentum": {"low": MOMENTUM[0], "high": MOMENTUM[1], "log": False, "type": "float"},
-            "schedule": {"choices": list(SCHEDULES)},
-            "warmup": {"low": WARMUP[0], "high": WARMUP[1], "log": False, "type": "float"},
-            "label_smoothing": {"low": LABEL_SMOOTHING[0], "high": LABEL_SMOOTHING[1], "log": False,
-                                "type": "float"},
-            "cca_channels": {"choices": list(CCA_CHANNELS)},
-            "activation": {"choices": list(ACTIVATIONS)},
-            "init": {"choices": list(INITS)},
-            "dropout": {"low": DROPOUT[0], "high": DROPOUT[1], "log": False, "type": "float"},
-        })
-    return out
+def max_epochs(space: str = "default", epochs: tuple[int, int] | None = None) -> int:
+    return distributions(space, epochs)["epochs"].high

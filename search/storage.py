@@ -38,9 +38,9 @@ HEARTBEAT_INTERVAL_S = 10  # RDB heartbeat; a trial silent for 3 intervals is fa
 CREATE_ATTEMPTS = 6  # retries with jitter when several workers create tables or the study at once
 SQLITE_MAGIC = b"SQLite format 3\x00"
 OPTUNA_TABLES = {"studies", "trials", "version_info"}
-# Generous busy timeout: several workers may write at once. SE_CCA_SQLITE_TIMEOUT overrides it (the
-# fault tests use a short one to provoke "database is locked").
-SQLITE_TIMEOUT_S = float(os.environ.get("SE_CCA_SQLITE_TIMEOUT", "60"))
+# Generous busy timeout: several workers may write at once. The URL's own ``?timeout=S`` (SQLAlchemy's
+# way to pass it to sqlite3) wins; the fault tests use a short one to provoke "database is locked".
+SQLITE_TIMEOUT_S = 60.0
 
 
 def check_study_name(name: str) -> str:
@@ -72,6 +72,19 @@ def sqlite_path(url: str) -> Path | None:
     return Path(database)
 
 
+def sqlite_timeout(url: str) -> float:
+    """The busy timeout for a ``sqlite:///`` URL: its ``?timeout=S`` if it has a positive one, else 60 s."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        value = float(make_url(url).query.get("timeout", SQLITE_TIMEOUT_S))
+    except (ValueError, TypeError):
+        raise UsageError(f"--storage {redact(url)!r}: timeout must be a number of seconds") from None
+    if not 0 < value < 1e6:
+        raise UsageError(f"--storage {redact(url)!r}: timeout must be a positive number of seconds") from None
+    return value
+
+
 def journal_path(url: str) -> Path | None:
     if url.startswith(JOURNAL_PREFIX):
         return Path(url[len(JOURNAL_PREFIX):])
@@ -95,7 +108,7 @@ def check_storage_url(url: str) -> str:
         path = sqlite_path(url)
         if path is None or str(path) in ("", ":memory:"):
             raise UsageError(f"--storage {url!r}: give a file, e.g. sqlite:///studies/NAME.db")
-        check_sqlite_file(path)
+        check_sqlite_file(path, sqlite_timeout(url))
     return url
 
 
@@ -172,7 +185,7 @@ def repair_journal_tail(path: Path) -> int:
         lock.release()
 
 
-def check_sqlite_file(path: Path) -> None:
+def check_sqlite_file(path: Path, timeout: float = SQLITE_TIMEOUT_S) -> None:
     """Refuse a path that exists but is not an Optuna study (or an empty SQLite file); never modify it."""
     if not path.exists():
         return
@@ -188,7 +201,7 @@ def check_sqlite_file(path: Path) -> None:
     if header != SQLITE_MAGIC:
         raise UsageError(f"{path}: not a SQLite database (so not an Optuna study); choose another --storage path")
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=SQLITE_TIMEOUT_S)
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
         try:
             tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             ok = con.execute("PRAGMA quick_check").fetchone()[0]
@@ -220,7 +233,7 @@ def open_storage(url: str, *, heartbeat_interval: int | None = HEARTBEAT_INTERVA
         path = sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+            engine_kwargs = {"connect_args": {"timeout": sqlite_timeout(url)}}
         else:
             engine_kwargs = {"pool_pre_ping": True}  # reconnect after a database restart
         heartbeat = {}

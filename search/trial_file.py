@@ -1,4 +1,5 @@
-"""The exported-trial JSON file: what ``search.export`` writes and ``search.retrain`` validates.
+"""The exported-trial JSON file: what ``search.export`` writes (``trial_record``) and ``search.retrain``
+validates (``load_trial_file``).
 
 Validation happens before any training and names the first problem in one line: JSON syntax (with
 line and column), unknown or missing keys, wrong types, and values outside the study's search space
@@ -12,6 +13,7 @@ import math
 import warnings
 from pathlib import Path
 
+from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import FixedTrial
 
 from model import NetConfig
@@ -19,7 +21,9 @@ from search import space as search_space
 from search.cli import SEED_MAX
 from search.data import DATASETS, EVAL_ON, DataOptions
 from search.errors import UsageError
+from search.objective import METRIC_NAMES
 from search.training import TrainConfig
+from search.trial_curves import curves_of
 
 FORMAT = "se-cca-search/trial@1"
 REQUIRED = {"format": str, "space": str, "params": dict, "data": dict}
@@ -44,6 +48,36 @@ def _check_type(where: str, value, expected) -> None:
         raise UsageError(f"{where} must be {_type_name(expected)}, got {json.dumps(value)}")
 
 
+def trial_record(study, trial) -> dict:
+    """Everything needed to retrain, verify or compare one trial, as plain JSON."""
+    identity = study.user_attrs.get("identity", {})
+    space = identity.get("space", "default")
+    net, train = search_space.configs(trial.params)
+    metric = identity.get("metric", "loss")
+    record = {
+        "format": FORMAT,
+        "study_name": study.study_name,
+        "trial_number": trial.number,
+        "state": trial.state.name,
+        "metric": metric,
+        "metric_name": METRIC_NAMES.get(metric, metric),
+        "direction": study.direction.name.lower(),
+        "value": trial.value,
+        "space": space,
+        "params": dict(trial.params),
+        "model": net.to_dict(),
+        "train": train.to_dict(),
+        "data": {k: identity.get(k) for k in ("dataset", "val_size", "train_subset", "eval_on", "seed")},
+        "seed": identity.get("seed", 0),
+        "curves": {k: v for k, v in curves_of(trial).items() if k != "epoch_seconds"},
+        "versions": study.user_attrs.get("versions", {}),
+    }
+    for key in ("test_loss", "test_accuracy", "reason", "diagnosis"):
+        if key in trial.user_attrs:
+            record[key] = trial.user_attrs[key]
+    return record
+
+
 def read_json(path: Path) -> dict:
     path = Path(path)
     try:
@@ -65,24 +99,26 @@ def read_json(path: Path) -> dict:
 
 def check_params(params: dict, space: str, where: str = "params") -> tuple[NetConfig, TrainConfig]:
     """Every param known, typed and inside the space; conditional params only where they apply."""
-    ranges = search_space.ranges(space)
+    # Epochs from 1: a study may have narrowed them (--epochs-range) anywhere up to the space's maximum.
+    table = search_space.distributions(space, epochs=(1, search_space.max_epochs(space)))
     for name, value in params.items():
-        if name not in ranges:
+        if name not in table:
             raise UsageError(f"{where}.{name} is not a parameter of the {space!r} space "
-                             f"(parameters: {', '.join(ranges)})")
-        spec = ranges[name]
-        if "choices" in spec:
+                             f"(parameters: {', '.join(table)})")
+        dist = table[name]
+        if isinstance(dist, CategoricalDistribution):
             # Same type too: 64.0 == 64, but a float batch size fails later, inside training.
-            if not any(value == c and type(value) is type(c) for c in spec["choices"]):
+            if not any(value == c and type(value) is type(c) for c in dist.choices):
                 raise UsageError(f"{where}.{name} = {json.dumps(value)} is not allowed; choose from "
-                                 f"{', '.join(json.dumps(c) for c in spec['choices'])}")
+                                 f"{', '.join(json.dumps(c) for c in dist.choices)}")
             continue
-        numeric = (int,) if spec["type"] == "int" else (int, float)
+        is_int = isinstance(dist, IntDistribution)
+        numeric = (int,) if is_int else (int, float)
         if isinstance(value, bool) or not isinstance(value, numeric) or not math.isfinite(value):
-            raise UsageError(f"{where}.{name} must be {'an integer' if spec['type'] == 'int' else 'a number'}, "
+            raise UsageError(f"{where}.{name} must be {'an integer' if is_int else 'a number'}, "
                              f"got {json.dumps(value)}")
-        if not spec["low"] <= value <= spec["high"]:
-            raise UsageError(f"{where}.{name} = {value} is outside the search space [{spec['low']}, {spec['high']}]")
+        if not dist.low <= value <= dist.high:
+            raise UsageError(f"{where}.{name} = {value} is outside the search space [{dist.low}, {dist.high}]")
     trial = FixedTrial(params)
     try:
         with warnings.catch_warnings():

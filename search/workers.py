@@ -19,24 +19,21 @@ import warnings
 import optuna
 import torch
 
-from search.cli import EXIT_INTERRUPTED
+from search.cli import EXIT_INTERRUPTED, apply_compile_flag, data_options
+from search.data import load_splits
+from search.devices import resolve_device
 from search.errors import EXIT_STORAGE, one_line, root_cause
-from search.storage import is_storage_failure
+from search.interrupts import interrupt_once
+from search.objective import METRIC_NAMES, Objective
+from search.optimize import make_sampler, pruner_for, run_trials
+from search.storage import is_storage_failure, open_storage
+from search.summary import trial_line
 
 STOP_GRACE_S = 60  # how long a stopped worker may take to mark its trial FAIL before it is killed
 
 
 def worker_entry(arg_dict: dict, storage_url: str, device_name: str, threads: int, index: int) -> None:
     """One worker process (spawned): exit 0 when the budget is reached, 130 interrupted, 3 storage failure."""
-    from search.cli import apply_compile_flag, data_options
-    from search.data import load_splits
-    from search.devices import resolve_device
-    from search.interrupts import interrupt_once
-    from search.objective import METRIC_NAMES, Objective
-    from search.run import make_pruner, make_sampler, run_trials
-    from search.storage import open_storage
-    from search.summary import trial_line
-
     signal.signal(signal.SIGINT, interrupt_once)
     signal.signal(signal.SIGTERM, interrupt_once)
     args = argparse.Namespace(**arg_dict)
@@ -53,11 +50,10 @@ def worker_entry(arg_dict: dict, storage_url: str, device_name: str, threads: in
         # Each worker its own sampler seed, so workers do not propose the same random start-up points.
         study = optuna.load_study(study_name=args.study_name, storage=storage,
                                   sampler=make_sampler(args.sampler, args.seed + n_before + 7919 * (index + 1)),
-                                  pruner=make_pruner(args.pruner, args.space, args.rungs))
+                                  pruner=pruner_for(args))
         metric_name = METRIC_NAMES[args.metric]
-        objective = Objective(data=data, device=device, space=args.space, metric=args.metric, seed=args.seed,
-                              impl=args.impl, log=(lambda line: print(f"{prefix} {line}", flush=True))
-                              if args.verbose else None, rungs=args.rungs, live=args.live)
+        log = (lambda line: print(f"{prefix} {line}", flush=True)) if args.verbose else None
+        objective = Objective.from_args(args, data, device, log=log)
         run_trials(study, objective, budget=args.n_trials, timeout=args.timeout,
                    on_trial=lambda s, t: print(f"{prefix} {trial_line(t, metric_name)}", flush=True))
     except KeyboardInterrupt:

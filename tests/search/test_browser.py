@@ -68,10 +68,11 @@ def test_live_curves_and_page_widths_in_a_real_browser(tmp_path):
     from playwright.sync_api import sync_playwright
 
     url = f"sqlite:///{tmp_path / 't.db'}"
-    env = {**os.environ, "PYTHONPATH": os.getcwd(), "SE_CCA_TEST_EPOCHS": "3,3", "SE_CCA_TEST_SLOW_EPOCH": "4"}
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
     search = subprocess.Popen([sys.executable, "-m", "search.run", "--study-name", "t", "--storage", url,
                                "--dataset", "synthetic", "--train-subset", "200", "--val-size", "200",
-                               "--workers", "1", "--no-compile", "--trials", "2"],
+                               "--workers", "1", "--no-compile", "--trials", "2", "--epochs-range", "3", "3",
+                               "--slow-epoch", "4"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
     dashboard = None
     try:

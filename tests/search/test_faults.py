@@ -2,8 +2,8 @@
 
 Every fault ends with the same invariants: no trial left RUNNING, unique trial numbers, the completed
 trials' params and values unchanged by the fault, SQLite `PRAGMA integrity_check` ok, and the expected
-exit code and message. Trials are tiny (synthetic data, 1-2 epochs); SE_CCA_TEST_SLOW_EPOCH slows an
-epoch down so a worker can be killed mid-trial.
+exit code and message. Trials are tiny (synthetic data, 1-2 epochs); search.run's hidden --slow-epoch
+slows an epoch down so a worker can be killed mid-trial.
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ import pytest
 from optuna.trial import TrialState
 
 FAST = ["--dataset", "synthetic", "--train-subset", "100", "--val-size", "100", "--pruner", "none",
-        "--heartbeat-interval", "1", "--workers", "1", "--no-compile"]
-ENV = {**os.environ, "PYTHONPATH": os.getcwd(), "SE_CCA_TEST_EPOCHS": "1,2"}
+        "--heartbeat-interval", "1", "--workers", "1", "--no-compile", "--epochs-range", "1", "2"]
+ENV = {**os.environ, "PYTHONPATH": os.getcwd()}
 
 
-def cli(storage: str, *args: str, env: dict | None = None, **popen) -> subprocess.Popen:
+def cli(storage: str, *args: str, **popen) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "search.run", "--study-name", "f", "--storage", storage, *FAST,
-                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**ENV, **(env or {})}, **popen)
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, **popen)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]:
@@ -112,7 +111,7 @@ def kill_9_mid_trial(storage: str):
     """One completed trial, then a run killed with SIGKILL while its second trial trains."""
     assert finish(cli(storage, "--trials", "1"))[0] == 0
     before = completed(load(storage))
-    proc = cli(storage, "--trials", "3", env={"SE_CCA_TEST_SLOW_EPOCH": "2"})
+    proc = cli(storage, "--trials", "3", "--slow-epoch", "2")
     victim = wait_for_running(storage)
     proc.kill()
     proc.communicate()
@@ -154,7 +153,7 @@ def test_kill_9_is_failed_and_retried_by_the_heartbeat(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_every_worker_and_marks_trials_fail(tmp_path, sig):
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    proc = cli(storage, "--trials", "6", "--workers", "2", env={"SE_CCA_TEST_SLOW_EPOCH": "2"})
+    proc = cli(storage, "--trials", "6", "--workers", "2", "--slow-epoch", "2")
     wait_for_running(storage)
     time.sleep(1.0)
     study = load(storage)
@@ -184,7 +183,10 @@ def test_sqlite_locked_beyond_the_timeout(tmp_path):
     lock = sqlite3.connect(db, isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")
     try:
-        code, out, err = finish(cli(storage, "--trials", "4", env={"SE_CCA_SQLITE_TIMEOUT": "1"}))
+        # The URL's own busy timeout (SQLAlchemy passes ?timeout= to sqlite3): 1 s instead of the default 60.
+        start = time.monotonic()
+        code, out, err = finish(cli(f"{storage}?timeout=1", "--trials", "4"))
+        assert time.monotonic() - start < 40  # the URL's 1 s, not the default 60 s
     finally:
         lock.execute("ROLLBACK")
         lock.close()
@@ -248,8 +250,8 @@ def test_journal_full_disk_leaves_a_study_that_resumes(tmp_path):
 
 def test_postgres_workers_starting_at_once_on_a_fresh_database(postgres):
     url = postgres.new_database()
-    procs = [cli(url, "--trials", "6", env={"SE_CCA_TEST_SLOW_EPOCH": "1"})  # four machines, one instant,
-             for _ in range(4)]                                                # no schema yet
+    procs = [cli(url, "--trials", "6", "--slow-epoch", "1")  # four machines, one instant, no schema yet
+             for _ in range(4)]
     results = [finish(p) for p in procs]
     for code, _out, err in results:
         assert code == 0, err
@@ -264,7 +266,7 @@ def test_postgres_restart_mid_study(postgres):
     url = postgres.new_database()
     assert finish(cli(url, "--trials", "2"))[0] == 0
     before = completed(load(url))
-    proc = cli(url, "--trials", "8", "--workers", "2", env={"SE_CCA_TEST_SLOW_EPOCH": "0.5"})
+    proc = cli(url, "--trials", "8", "--workers", "2", "--slow-epoch", "0.5")
     wait_for_running(url)
     postgres.restart()
     code, out, err = finish(proc)

@@ -11,13 +11,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import run
+from search import optimize, run
 from search.cli import run_main
-from search.space import SEED_PARAMS
+from search.space import baseline_params
 from search.training import TrainConfig
 from search.trial_curves import curves_of
 
-FAST = ["--dataset", "synthetic", "--train-subset", "200", "--val-size", "200", "--workers", "1", "--no-compile"]
+FAST = ["--dataset", "synthetic", "--train-subset", "200", "--val-size", "200", "--workers", "1", "--no-compile",
+        "--epochs-range", "1", "2"]
 
 
 def load(db):
@@ -29,14 +30,7 @@ def run_cli(tmp_path, *args):
     return run_main(run.main, ["--study-name", "t", "--storage", f"sqlite:///{db}", *FAST, *args])
 
 
-@pytest.fixture
-def quick_space(monkeypatch):
-    """Tiny trials: at most 2 epochs, so a CLI test takes seconds."""
-    monkeypatch.setattr(run.search_space, "EPOCHS", (1, 2))
-    monkeypatch.setitem(run.search_space.SEED_PARAMS, "epochs", 2)
-
-
-def test_resume_continues_to_the_total_and_records_everything(tmp_path, quick_space, capsys):
+def test_resume_continues_to_the_total_and_records_everything(tmp_path, capsys):
     assert run_cli(tmp_path, "--trials", "2") == 0
     assert len(load(tmp_path / "t.db").trials) == 2
     assert run_cli(tmp_path, "--trials", "4") == 0
@@ -44,7 +38,7 @@ def test_resume_continues_to_the_total_and_records_everything(tmp_path, quick_sp
     study = load(tmp_path / "t.db")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
     first = study.trials[0]
-    assert first.params == {**SEED_PARAMS, "epochs": 2} and first.user_attrs["seed_config"] is True
+    assert first.params == {**baseline_params(), "epochs": 2} and first.user_attrs["seed_config"] is True
     assert sorted(first.intermediate_values) == [1, 2]
     for key in ("test_loss", "test_accuracy", "seconds", "images_per_second", "device", "n_params"):
         assert key in first.user_attrs, key
@@ -65,33 +59,30 @@ class AlwaysPrune(optuna.pruners.BasePruner):
         return True
 
 
-def test_a_pruner_that_always_prunes_gives_pruned_trials(tmp_path, quick_space, monkeypatch):
-    monkeypatch.setattr(run.search_space, "EPOCHS", (2, 2))
-    monkeypatch.setattr(run, "make_pruner", lambda name, space, rungs: AlwaysPrune())
-    assert run_cli(tmp_path, "--trials", "3") == 0
+def test_a_pruner_that_always_prunes_gives_pruned_trials(tmp_path, monkeypatch):
+    monkeypatch.setattr(optimize, "make_pruner", lambda name, max_epochs, rungs: AlwaysPrune())
+    assert run_cli(tmp_path, "--trials", "3", "--epochs-range", "2", "2") == 0
     study = load(tmp_path / "t.db")
     assert [t.state for t in study.trials] == [TrialState.PRUNED] * 3
     assert all(t.user_attrs["reason"].startswith("pruned at epoch 1/") for t in study.trials)
     assert all(len(curves_of(t)["eval_loss"]) == 1 for t in study.trials)
 
 
-def test_no_trial_is_pruned_at_its_last_epoch(tmp_path, quick_space, monkeypatch):
+def test_no_trial_is_pruned_at_its_last_epoch(tmp_path, monkeypatch):
     """A trial that has run all its epochs has paid for its result: even a pruner that always says
     "prune" must not throw it away."""
-    monkeypatch.setattr(run.search_space, "EPOCHS", (1, 1))
-    monkeypatch.setitem(run.search_space.SEED_PARAMS, "epochs", 1)
-    monkeypatch.setattr(run, "make_pruner", lambda name, space, rungs: AlwaysPrune())
-    assert run_cli(tmp_path, "--trials", "3") == 0
+    monkeypatch.setattr(optimize, "make_pruner", lambda name, max_epochs, rungs: AlwaysPrune())
+    assert run_cli(tmp_path, "--trials", "3", "--epochs-range", "1", "1") == 0
     study = load(tmp_path / "t.db")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
     assert all(sorted(t.intermediate_values) == [1] for t in study.trials)
 
 
-def test_diverging_trial_fails_with_reason_and_the_study_goes_on(tmp_path, quick_space, monkeypatch):
+def test_diverging_trial_fails_with_reason_and_the_study_goes_on(tmp_path, monkeypatch):
     real_suggest = run.search_space.suggest
 
-    def suggest(trial, space):
-        net, train = real_suggest(trial, space)
+    def suggest(trial, space, epochs):
+        net, train = real_suggest(trial, space, epochs)
         if trial.number == 0:  # far outside the space: SGD at lr 1e12 explodes on the first steps
             train = TrainConfig(lr=1e12, optimizer="sgd", batch_size=32, epochs=2)
         return net, train
@@ -104,14 +95,14 @@ def test_diverging_trial_fails_with_reason_and_the_study_goes_on(tmp_path, quick
     assert study.trials[1].state == TrialState.COMPLETE
 
 
-def test_accuracy_metric_maximises(tmp_path, quick_space):
+def test_accuracy_metric_maximises(tmp_path):
     assert run_cli(tmp_path, "--trials", "1", "--metric", "accuracy") == 0
     study = load(tmp_path / "t.db")
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
     assert 0 <= study.trials[0].value <= 1 and study.metric_names == ["held-out accuracy"]
 
 
-def test_incompatible_rerun_is_refused(tmp_path, quick_space, capsys):
+def test_incompatible_rerun_is_refused(tmp_path, capsys):
     assert run_cli(tmp_path, "--trials", "1") == 0
     code = run_main(run.main, ["--study-name", "t", "--storage", f"sqlite:///{tmp_path / 't.db'}", "--dataset",
                                "synthetic", "--train-subset", "300", "--val-size", "200", "--trials", "2"])
@@ -140,6 +131,11 @@ def cli(cwd, *args, timeout=120):
     (["--heartbeat-interval", "100000000"], "argument --heartbeat-interval: expected seconds from 1 to 3600"),
     (["--study-name", "abc\n"], "--study-name 'abc\\n': use letters, digits"),
     (["--workers", "0"], "argument --workers: expected auto or a number of workers from 1 to 256"),
+    (["--epochs-range", "3", "2"], "--epochs-range 3 2: need 1 <= LOW <= HIGH <= 12 (the default space's maximum)"),
+    (["--epochs-range", "1", "30"], "--epochs-range 1 30: need 1 <= LOW <= HIGH <= 12"),
+    (["--epochs-range", "0", "2"], "argument --epochs-range: expected a positive integer, got '0'"),
+    (["--storage", "sqlite:///s.db?timeout=abc"], "--storage 'sqlite:///s.db?timeout=abc': timeout must be a number"),
+    (["--storage", "sqlite:///s.db?timeout=-1"], "timeout must be a positive number of seconds"),
 ])
 def test_bad_flags_exit_2_and_create_nothing(tmp_path, args, message):
     proc = cli(tmp_path, "--dataset", "synthetic", *args)
@@ -216,17 +212,17 @@ def test_a_query_string_does_not_get_past_the_study_check(tmp_path, url, capsys)
     assert path.read_bytes() == before
 
 
-def run_process(tmp_path, *args, env=None) -> subprocess.Popen:
+def run_process(tmp_path, *args) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "search.run", "--study-name", "s", "--storage",
                              f"sqlite:///{tmp_path / 's.db'}", *FAST, "--pruner", "none", *args],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": os.getcwd(), "SE_CCA_TEST_EPOCHS": "1,2", **(env or {})})
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
 
 
 def test_sigterm_fails_the_running_trial_and_the_rerun_retries_it_first(tmp_path):
     """The interrupted trial is the seed's configuration: the rerun must run it again (same params,
     first) and not count the interrupted run toward --trials."""
-    proc = run_process(tmp_path, "--trials", "3", env={"SE_CCA_TEST_SLOW_EPOCH": "2"})
+    proc = run_process(tmp_path, "--trials", "3", "--slow-epoch", "2")
     for line in proc.stdout:  # wait until the first trial is training
         if line.startswith("study s:"):
             break
@@ -287,10 +283,10 @@ SAMPLER_CLASSES = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.
                    "qmc": optuna.samplers.QMCSampler}
 
 
-@pytest.mark.parametrize("name", run.SAMPLERS)
+@pytest.mark.parametrize("name", optimize.SAMPLERS)
 def test_every_sampler_is_the_one_named_and_seeded(name):
     def params(seed):
-        study = optuna.create_study(sampler=run.make_sampler(name, seed))
+        study = optuna.create_study(sampler=optimize.make_sampler(name, seed))
         study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_int("n", 1, 4), n_trials=4)
         assert type(study.sampler) is SAMPLER_CLASSES[name]
         assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
@@ -303,12 +299,12 @@ PRUNER_CLASSES = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pru
                   "successive-halving": optuna.pruners.SuccessiveHalvingPruner, "none": optuna.pruners.NopPruner}
 
 
-@pytest.mark.parametrize("name", run.PRUNERS)
+@pytest.mark.parametrize("name", optimize.PRUNERS)
 def test_every_pruner_is_the_one_named(name):
-    assert type(run.make_pruner(name)) is PRUNER_CLASSES[name]
+    assert type(optimize.make_pruner(name)) is PRUNER_CLASSES[name]
     # --rungs > 1 means successive halving over the training-set size, whatever pruner was named, but "none"
     expected = optuna.pruners.NopPruner if name == "none" else optuna.pruners.SuccessiveHalvingPruner
-    assert type(run.make_pruner(name, rungs=3)) is expected
+    assert type(optimize.make_pruner(name, rungs=3)) is expected
 
 
 @pytest.mark.parametrize(("devices", "cores", "expected"), [
@@ -342,7 +338,7 @@ def test_compiled_kernels_are_on_by_default_only_on_the_cpu(monkeypatch):
 
 
 def test_the_median_pruner_stops_a_bad_trial_only_after_five_full_ones():
-    study = optuna.create_study(pruner=run.make_pruner("median"))
+    study = optuna.create_study(pruner=optimize.make_pruner("median"))
 
     def bad_trial_is_pruned() -> bool:
         bad = study.ask()
@@ -359,7 +355,7 @@ def test_the_median_pruner_stops_a_bad_trial_only_after_five_full_ones():
     assert bad_trial_is_pruned()  # from its first epoch on (n_warmup_steps=0), once five trials completed
 
 
-def test_rungs_train_on_nested_growing_samples_and_only_the_best_go_on(tmp_path, quick_space):
+def test_rungs_train_on_nested_growing_samples_and_only_the_best_go_on(tmp_path):
     """--rungs 3 on 900 images: every trial trains on 100 images, the top third of them on 300, the top
     third of those on all 900; only trials that reached all 900 images are COMPLETE and comparable."""
     assert run_cli(tmp_path, "--trials", "9", "--rungs", "3", "--train-subset", "900") == 0

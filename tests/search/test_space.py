@@ -28,17 +28,49 @@ def test_fixed_trials_give_valid_configs(extra):
         assert train.label_smoothing == extra["label_smoothing"]
 
 
-def test_seed_configs_lie_inside_the_space():
+def test_the_baseline_is_the_seeds_config_and_lies_inside_the_space():
     for name in space.SPACES:
-        params = space.seed_params(name)
+        params = space.baseline_params(name)
         net, train = space.suggest(FixedTrial(params), name)
         assert (net.hidden_size, train.lr, train.batch_size, train.epochs) == (128, 1e-3, 64, 10)
-        for key, rng in space.ranges(name).items():
-            if key in params:
-                value = params[key]
-                assert value in rng["choices"] if "choices" in rng else rng["low"] <= value <= rng["high"]
-    r = space.ranges()
-    assert r["hidden_size"]["low"] <= 256 <= r["hidden_size"]["high"] and r["lr"]["low"] <= 5e-4  # section 1.7
+        assert (net.cca_channels, net.activation, net.dropout, train.optimizer, train.schedule) == (
+            64, "relu", 0.0, "adam", "constant")
+        table = space.distributions(name)
+        for key, value in params.items():
+            assert table[key]._contains(table[key].to_internal_repr(value)), (name, key, value)
+    table = space.distributions()
+    assert table["hidden_size"]._contains(256) and table["lr"]._contains(5e-4)  # section 1.7's config
+
+
+def test_a_trial_records_the_tables_distributions():
+    # The report reads each trial's distributions back; they must be the table's, conditions applied.
+    import optuna
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    trial = study.ask()
+    space.suggest(trial, "extended", epochs=(1, 3))
+    study.tell(trial, 0.0)
+    frozen = study.trials[0]
+    table = space.distributions("extended", epochs=(1, 3))
+    assert frozen.distributions == {name: table[name] for name in frozen.params}
+    assert frozen.distributions["epochs"] == optuna.distributions.IntDistribution(1, 3)
+
+
+@pytest.mark.parametrize(("epochs", "baseline_epochs"), [((1, 2), 2), ((3, 3), 3), ((11, 12), 11), (None, 10)])
+def test_an_epochs_range_narrows_the_space_and_clamps_the_baseline(epochs, baseline_epochs):
+    assert space.baseline_params("default", epochs)["epochs"] == baseline_epochs
+    if epochs:
+        assert space.distributions("default", epochs)["epochs"].low == epochs[0]
+        assert space.max_epochs("default", epochs) == epochs[1]
+
+
+@pytest.mark.parametrize("epochs", [(0, 2), (3, 2), (1, 13)])
+def test_an_epochs_range_outside_the_space_is_refused(epochs):
+    from search.errors import UsageError
+
+    with pytest.raises(UsageError, match="--epochs-range"):
+        space.check_epochs_range(epochs, "default")
+    assert space.check_epochs_range((1, 20), "extended") == (1, 20)
 
 
 def test_conditional_params_only_where_they_apply():

@@ -1,0 +1,64 @@
+"""The trial loop and the Optuna parts it runs with: samplers, pruners, and "run trials here until the
+study's total is reached". Used alike by search.run (one process) and search.workers (worker processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import optuna
+
+from search import space as search_space
+from search.objective import catchable
+from search.recovery import counts_toward_total, fail_stale
+
+SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
+PRUNERS = ("median", "hyperband", "successive-halving", "none")
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+
+
+def make_pruner(name: str, max_epochs: int = 12, rungs: int = 1) -> optuna.pruners.BasePruner:
+    if rungs > 1 and name != "none":
+        # Successive halving over the training-set size: the objective reports at resource 1, 3, 9
+        # (1/9, 1/3, all of the images); the top third of each rung goes on.
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3,
+                                                      min_early_stopping_rate=0)
+    if name == "median":
+        # Five full trials before any pruning; after that a trial can be pruned from its first epoch on
+        # (on MNIST the first epoch already ranks configurations well, and it is the cheapest to stop).
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
+    if name == "successive-halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def pruner_for(args: argparse.Namespace) -> optuna.pruners.BasePruner:
+    """The pruner search.run's options ask for (``--pruner``, ``--rungs``, the space's or ``--epochs-range``'s
+    epochs as Hyperband's maximum resource)."""
+    return make_pruner(args.pruner, search_space.max_epochs(args.space, args.epochs_range), args.rungs)
+
+
+def run_trials(study: optuna.Study, objective, *, budget: int, timeout: float | None, on_trial) -> None:
+    """Run trials one at a time until the study holds ``budget`` finished-or-running trials (a total
+    across reruns, workers and machines) or ``timeout`` seconds have passed."""
+    start = time.monotonic()
+    while timeout is None or time.monotonic() - start < timeout:
+        fail_stale(study)  # heartbeat check: a dead worker's trial must not hold a budget slot
+        trials = study.get_trials(deepcopy=False)
+        if counts_toward_total(trials) >= budget:
+            return
+        study.optimize(objective, n_trials=1, catch=catchable(), callbacks=[on_trial])
