@@ -33,7 +33,7 @@ from torch import nn
 from model import NetConfig, SECCANet
 from model.closed_form import use_compiled_kernels
 from model.seed_net import Net as SeedNet
-from search.cli import int_between, positive_int, run_main
+from search.cli import command, int_between, positive_int, run_main
 from search.data import DataOptions, load_raw
 from search.devices import resolve_device, synchronize
 from search.errors import DataError
@@ -204,7 +204,7 @@ def measure(name: str, run, device: torch.device, args: argparse.Namespace) -> d
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m search.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=command("bench"), description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument(
         "--steps",

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from search.cli import non_negative_int, positive_int, run_main
+from search.cli import command, non_negative_int, positive_int, run_main
 from search.errors import SearchError, UsageError
 
 ARMS = ("tool", "tpe", "random")
@@ -38,7 +38,7 @@ PLAIN_COMMON = ["--pruner", "none", "--workers", "1", "--no-compile", "--no-seed
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m search.bench_search", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=command("bench_search"), description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=positive_int, default=30, help="the tool arm's --trials (default: 30)")
     parser.add_argument("--train-subset", type=non_negative_int, default=10000,
                         help="search on a seeded sample of N training images; 0: all (default: 10000)")
@@ -59,7 +59,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def command(module: str, *args: str, log: Path) -> tuple[float, str]:
+def run_command(module: str, *args: str, log: Path) -> tuple[float, str]:
     """Run ``python -m module args``; -> (wall seconds, stdout). Output goes to ``log`` as well."""
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True)
@@ -90,9 +90,9 @@ def export_and_retrain(storage: str, study_name: str, folder: Path, tag: str, da
                        trial: int | None = None) -> dict:
     exported = folder / f"{tag}.json"
     pick = [] if trial is None else ["--trial", str(trial)]
-    command("search.export", "--study-name", study_name, "--storage", storage, *pick, "-o", str(exported), log=log)
+    run_command("search.export", "--study-name", study_name, "--storage", storage, *pick, "-o", str(exported), log=log)
     record = json.loads(exported.read_text())
-    wall, _ = command("search.retrain", str(exported), "--out", str(folder / tag), "--data-dir", data_dir, log=log)
+    wall, _ = run_command("search.retrain", str(exported), "--out", str(folder / tag), "--data-dir", data_dir, log=log)
     metrics = json.loads((folder / tag / "metrics.json").read_text())
     return {"params": record["params"], "search_value": record["value"], "retrain_s": round(wall, 1),
             "test_loss": metrics["test_loss"], "test_accuracy": metrics["test_accuracy"]}
@@ -112,7 +112,7 @@ def run_seed(args, seed: int, folder: Path, log: Path) -> dict:
         else:
             flags = [*PLAIN[arm], *PLAIN_COMMON, "--timeout", f"{budget:.1f}"]
         print(f"seed {seed}: {arm} searching ...", file=sys.stderr, flush=True)
-        wall, _ = command("search.run", "--study-name", name, "--storage", storage, *common, *flags, log=log)
+        wall, _ = run_command("search.run", "--study-name", name, "--storage", storage, *common, *flags, log=log)
         if arm == "tool":
             budget = wall
         row = {"arm": arm, "seed": seed, "search_s": round(wall, 1), "trials": finished_trials(storage, name)}

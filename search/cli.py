@@ -18,6 +18,11 @@ EXIT_INTERRUPTED = 130
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 
+def command(name: str) -> str:
+    """How a user runs the command module ``search.<name>``: every hint and usage line says it this way."""
+    return f"python -m search.{name}"
+
+
 def int_between(minimum: int, maximum: int | None, what: str):
     """An argparse type: an integer in [minimum, maximum]; huge or negative values are one error line
     here, not a traceback (or gigabytes allocated) later."""

@@ -16,7 +16,7 @@ import re
 import sys
 from pathlib import Path
 
-from search.cli import run_main
+from search.cli import command, run_main
 from search.diagnosis import WINDOW, diagnose, fluctuation
 from search.errors import UsageError
 from search.outputs import check_output_file
@@ -87,7 +87,7 @@ def label(record: dict, ref: str) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m search.compare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=command("compare"), description=__doc__.splitlines()[0])
     parser.add_argument("a", help="trial number or exported JSON file")
     parser.add_argument("b", help="trial number or exported JSON file")
     add_study_args(parser)

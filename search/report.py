@@ -21,13 +21,13 @@ import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from search.cli import run_main
+from search.cli import command, run_main
 from search.diagnosis import REMEDIES, diagnose_trial
 from search.errors import UsageError
 from search.outputs import check_output_file
 from search.plots import learning_curves, table_html, write_html
 from search.studies import add_study_args, completed_trials, load_existing_study, storage_url_of
-from search.summary import seed_trial, settings_rows
+from search.summary import baseline_trial, settings_rows
 from search.trial_curves import curves_of
 
 EDGE_FRACTION = 0.05  # within 5% of the range (log scale for log params) counts as "at the edge"
@@ -86,10 +86,10 @@ def build_sections(study: optuna.Study) -> list:
     warnings = edge_warnings(study)
     if warnings:
         sections.append(("search-range warnings", "".join(f'<p class="warn">{html.escape(w)}</p>' for w in warnings)))
-    best, seed = study.best_trial, seed_trial(study)
+    best, baseline = study.best_trial, baseline_trial(study)
     curves = {f"best (trial {best.number})": curves_of(best)}
-    if seed is not None and seed.number != best.number:
-        curves[f"seed config (trial {seed.number})"] = curves_of(seed)
+    if baseline is not None and baseline.number != best.number:
+        curves[f"seed config (trial {baseline.number})"] = curves_of(baseline)
     sections.append(("learning curves: best and seed-config trials", learning_curves(curves)))
     sections.append(
         _plot(f"optimisation history ({name})", lambda: vis.plot_optimization_history(study, target_name=name))
@@ -139,7 +139,7 @@ def trial_table(study: optuna.Study) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m search.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=command("report"), description=__doc__.splitlines()[0])
     add_study_args(parser)
     parser.add_argument(
         "-o", "--output", type=Path, default=Path("report.html"), help="output file (default: report.html)"

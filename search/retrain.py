@@ -24,7 +24,7 @@ import torch
 
 from model import IMPLS, SECCANet, count_parameters, save_model
 from model.io import write_text_atomic
-from search.cli import add_compile_arg, apply_compile_flag, positive_float, positive_int, run_main
+from search.cli import add_compile_arg, apply_compile_flag, command, positive_float, positive_int, run_main
 from search.data import load_splits
 from search.devices import resolve_device
 from search.outputs import AtomicFolder, check_output_folder
@@ -35,11 +35,12 @@ from search.trial_file import load_trial_file
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m search.retrain", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=command("retrain"), description=__doc__.splitlines()[0])
     parser.add_argument("trial_file", type=Path, help="a file written by `python -m search.export`")
     parser.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: the trial's)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<study>-trial<N>)")
+    parser.add_argument("-o", "--output", "--out", dest="out", type=Path, default=None,
+                        help="output folder (default: runs/<study>-trial<N>)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     parser.add_argument("--keep-val", action="store_true",
                         help="train on the training split only and monitor the held-out split (default: off)")
@@ -135,7 +136,8 @@ def main(argv=None) -> int:
         "search_value": record.get("value"), "search_metric": record.get("metric_name"),
     }
     with AtomicFolder(out) as tmp:
-        save_model(model, tmp, extra={"train": train_config.to_dict(), "data": full.identity(),
+        data_record = {**full.identity(), "trained_on_val": not (args.keep_val and full.eval_on == "val")}
+        save_model(model, tmp, extra={"train": train_config.to_dict(), "data": data_record,
                                       "source": {k: record.get(k) for k in ("study_name", "trial_number", "value",
                                                                             "metric_name", "params")}})
         write_text_atomic(tmp / "metrics.json", json.dumps(metrics, indent=2) + "\n")
@@ -156,7 +158,7 @@ def main(argv=None) -> int:
         if finite(record.get("value")) else ""
     print(f"test loss {test_loss:.4f}, test accuracy {test_acc:.4f}{beside}")
     print(f"saved {out}/: model.safetensors, config.json, metrics.json, curves.html ({seconds:.1f} s)")
-    print(f"load it with: python -m search.evaluate {out}")
+    print(f"load it with: {command('evaluate')} {out}")
     return 0
 
 

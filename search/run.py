@@ -17,7 +17,6 @@ import platform
 import signal
 import sys
 import time
-import warnings
 
 import optuna
 from optuna.trial import TrialState
@@ -30,6 +29,7 @@ from search.cli import (
     add_compile_arg,
     add_data_args,
     apply_compile_flag,
+    command,
     data_options,
     int_between,
     positive_float,
@@ -62,7 +62,7 @@ from search.workers import run_worker_processes
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m search.run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=command("run"), description=__doc__.splitlines()[0])
     parser.add_argument("--n-trials", "--trials", dest="n_trials", type=positive_int, default=50,
                         help="the study's total number of finished trials (default: 50)")
     parser.add_argument("--timeout", type=positive_float, default=None,
@@ -229,7 +229,6 @@ def main(argv=None) -> int:
     args.workers = resolve_workers(args.workers, devices)
     # Our own per-trial lines (with the reason of a failure) replace Optuna's warnings and tracebacks.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     data = load_splits(data_options(args))  # before the storage: a data error leaves no empty study behind
     sizes = data.sizes()
     journal = journal_path(storage_url)

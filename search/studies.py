@@ -12,6 +12,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from search.cli import command
 from search.errors import UsageError
 from search.storage import (
     check_storage_url,
@@ -41,7 +42,7 @@ def check_storage_readable(storage_url: str, study_name: str | None = None) -> N
     """A study file must exist before anything reads it: reading must never create one."""
     path = sqlite_path(storage_url) or journal_path(storage_url)
     if path is not None and not path.is_file():
-        run = f"python -m search.run --study-name {study_name}" if study_name else "python -m search.run"
+        run = f"{command('run')} --study-name {study_name}" if study_name else command("run")
         raise UsageError(f"no study file {path}; run `{run}` first, or pass --storage")
 
 

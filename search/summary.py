@@ -7,6 +7,7 @@ import shlex
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.cli import command
 from search.storage import default_storage, journal_path, redact
 
 
@@ -39,9 +40,9 @@ def trial_line(trial: FrozenTrial, metric_name: str) -> str:
     return "  ".join(p for p in parts if p)
 
 
-def seed_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The seed's configuration: its first run, or the retry that finished when that run was
-    interrupted or its worker died."""
+def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The baseline: the trial of the seed's own configuration (user attribute ``seed_config``), its first
+    run, or the retry that finished when that run was interrupted or its worker died."""
     runs = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("seed_config")]
     finished = [t for t in runs if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     return (finished or runs or [None])[0]
@@ -98,19 +99,20 @@ def summary(study: optuna.Study, storage: str, metric_name: str) -> str:
         for key in ("test_loss", "test_accuracy"):
             if key in best.user_attrs:
                 lines.append(f"  ({key.replace('_', ' ')} {best.user_attrs[key]:.4f}, not used for tuning)")
-        seed = seed_trial(study)
-        if seed is not None and seed.value is not None and seed.number != best.number:
-            change = (best.value - seed.value) / abs(seed.value) * 100 if seed.value else 0.0
-            lines.append(f"seed config (trial {seed.number}): {metric_name} {seed.value:.4f}; best is {change:+.1f}%")
-        elif seed is not None and seed.number == best.number:
-            lines.append(f"the seed config (trial {seed.number}) is still the best")
-        elif seed is not None:
-            lines.append(f"seed config (trial {seed.number}): {seed.state.name.lower()}")
+        baseline = baseline_trial(study)
+        if baseline is not None and baseline.value is not None and baseline.number != best.number:
+            change = (best.value - baseline.value) / abs(baseline.value) * 100 if baseline.value else 0.0
+            lines.append(f"seed config (trial {baseline.number}): {metric_name} {baseline.value:.4f}; "
+                         f"best is {change:+.1f}%")
+        elif baseline is not None and baseline.number == best.number:
+            lines.append(f"the seed config (trial {baseline.number}) is still the best")
+        elif baseline is not None:
+            lines.append(f"seed config (trial {baseline.number}): {baseline.state.name.lower()}")
     journal = journal_path(storage)
     dashboard_arg = str(journal) if journal is not None else redact(storage)  # it opens a journal file directly
     lines += ["next:",
               f"  optuna-dashboard {shlex.quote(dashboard_arg)}",
-              f"  python -m search.report {storage_args(study.study_name, storage)} -o report.html",
-              f"  python -m search.export {storage_args(study.study_name, storage)} -o best.json",
-              f"  python -m search.retrain best.json --out runs/{study.study_name}"]
+              f"  {command('report')} {storage_args(study.study_name, storage)} -o report.html",
+              f"  {command('export')} {storage_args(study.study_name, storage)} -o best.json",
+              f"  {command('retrain')} best.json --out runs/{study.study_name}"]
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from search.cli import (
     add_compile_arg,
     add_data_args,
     apply_compile_flag,
+    command,
     data_options,
     int_between,
     positive_float,
@@ -33,7 +34,7 @@ from search.training import OPTIMIZERS, TrainConfig, evaluate, fit
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m search.train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=command("train"), description=__doc__.splitlines()[0])
     parser.add_argument(
         "--hidden-size",
         type=int_between(1, 16384, "a width from 1 to 16384"),
@@ -58,9 +59,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=seed_int, default=0, help="seeds the split, the init and the batch order (default: 0)"
     )
-    parser.add_argument(
-        "--out", type=Path, default=None, help="save model.safetensors + config.json here (default: none)"
-    )
+    parser.add_argument("-o", "--output", "--out", dest="out", type=Path, default=None,
+                        help="save model.safetensors + config.json in this folder (default: none)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: off)")
     add_data_args(parser)
     return parser
@@ -90,7 +90,10 @@ def main(argv=None) -> int:
     print(f"test loss {test_loss:.4f}, accuracy {test_acc:.4f}")
     if args.out is not None:
         with AtomicFolder(args.out) as tmp:  # weights and config appear together, replacing the folder whole
-            save_model(model, tmp, extra={"train": config.to_dict(), "data": data_options(args).identity()})
+            options = data_options(args)
+            # With --eval-on test the training set is every training image, the validation split included.
+            data_record = {**options.identity(), "trained_on_val": options.eval_on == "test"}
+            save_model(model, tmp, extra={"train": config.to_dict(), "data": data_record})
         print(f"saved {args.out}/model.safetensors and config.json")
     return 0
 

@@ -18,7 +18,7 @@ from optuna.trial import FixedTrial
 
 from model import NetConfig
 from search import space as search_space
-from search.cli import SEED_MAX
+from search.cli import SEED_MAX, command
 from search.data import DATASETS, EVAL_ON, DataOptions
 from search.errors import UsageError
 from search.objective import METRIC_NAMES
@@ -83,7 +83,7 @@ def read_json(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UsageError(f"{path}: no such file; write one with `python -m search.export -o {path}`") from None
+        raise UsageError(f"{path}: no such file; write one with `{command('export')} -o {path}`") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read it ({exc})") from None
     try:
@@ -175,8 +175,7 @@ def validate(data: dict, path: Path) -> tuple[NetConfig, TrainConfig, DataOption
             if value != resolved[name]:
                 raise UsageError(f"{path}: {key}.{name} = {json.dumps(value)} disagrees with the params "
                                  f"({json.dumps(resolved[name])}); edit params, not {key}")
-    options = DataOptions(dataset=d["dataset"], val_size=d["val_size"] or None, train_subset=d["train_subset"],
-                          eval_on=d["eval_on"], seed=d["seed"])
+    options = DataOptions.from_identity(d, where=f"{path}: data")
     return net, train, options
 
 

@@ -14,7 +14,6 @@ import multiprocessing
 import os
 import signal
 import sys
-import warnings
 
 import optuna
 import torch
@@ -39,7 +38,6 @@ def worker_entry(arg_dict: dict, storage_url: str, device_name: str, threads: in
     args = argparse.Namespace(**arg_dict)
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines replace Optuna's warnings
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     prefix = f"[worker {index}]"
     try:
         device = resolve_device(device_name)

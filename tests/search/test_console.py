@@ -35,3 +35,14 @@ def test_python_dash_m_search_lists_the_commands():
     proc = subprocess.run([sys.executable, "-m", "search", "--help"], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert proc.returncode == 0 and all(name in proc.stdout for name in console.COMMANDS)
+
+
+@pytest.mark.parametrize("name", ["export", "report", "compare", "train", "retrain"])
+def test_every_command_that_writes_takes_dash_o(name, capsys):
+    # One output flag across commands: -o/--output (train and retrain also keep their older --out).
+    import importlib
+
+    module = importlib.import_module(console.COMMANDS[name][0])
+    positional = {"retrain": ["best.json"], "compare": ["0", "1"]}.get(name, [])
+    args = module.get_args_parser().parse_args([*positional, "-o", "somewhere"])
+    assert str(getattr(args, "out", None) or getattr(args, "output", None)) == "somewhere"

@@ -467,9 +467,24 @@ def test_evaluate_refuses_wrongly_typed_data_fields(exported, tmp_path, capsys):
     out = tmp_path / "m"
     assert run_main(retrain.main, [str(exported), "--epochs", "1", "--out", str(out), "--no-compile"]) == 0
     config = json.loads((out / "config.json").read_text())
-    for data in ("synthetic", {"dataset": "synthetic", "seed": "zero"}):
+    for data, message in (("synthetic", "config.json: data must be an object with dataset, val_size"),
+                          ({"dataset": "synthetic", "seed": "zero"}, "config.json: data.seed must be an integer")):
         config["data"] = data
         (out / "config.json").write_text(json.dumps(config))
         capsys.readouterr()
         assert run_main(evaluate.main, [str(out)]) == 2
-        assert '"data" must be an object' in capsys.readouterr().err
+        assert message in capsys.readouterr().err
+
+
+def test_evaluate_scores_val_only_for_a_model_that_never_trained_on_it(exported, tmp_path, capsys):
+    # retrain's default trains on the validation images too: a "val" score would be a training score.
+    merged, kept = tmp_path / "merged", tmp_path / "kept"
+    assert run_main(retrain.main, [str(exported), "--epochs", "1", "--out", str(merged), "--no-compile"]) == 0
+    assert run_main(retrain.main, [str(exported), "--epochs", "1", "--out", str(kept), "--no-compile",
+                                   "--keep-val"]) == 0
+    capsys.readouterr()
+    assert run_main(evaluate.main, [str(merged), "--split", "val"]) == 2
+    assert "was trained on the validation images too" in capsys.readouterr().err
+    assert run_main(evaluate.main, [str(kept), "--split", "val"]) == 0
+    assert "val loss" in capsys.readouterr().out
+    assert json.loads((kept / "config.json").read_text())["data"]["trained_on_val"] is False
