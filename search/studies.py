@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.cli import command
 from search.errors import UsageError
 from search.storage import (
+    OPTUNA_TABLES,
     check_storage_url,
     check_study_name,
     default_storage,
@@ -22,6 +23,7 @@ from search.storage import (
     open_storage,
     redact,
     sqlite_path,
+    storage_error,
 )
 
 DEFAULT_STUDY_NAME = "se-cca-mnist"
@@ -39,11 +41,27 @@ def storage_url_of(args: argparse.Namespace) -> str:
 
 
 def check_storage_readable(storage_url: str, study_name: str | None = None) -> None:
-    """A study file must exist before anything reads it: reading must never create one."""
+    """A study file, or Optuna's tables in a database, must exist before anything reads them: reading must
+    never create either (Optuna's RDBStorage creates its schema on open)."""
+    run = f"{command('run')} --study-name {study_name}" if study_name else command("run")
     path = sqlite_path(storage_url) or journal_path(storage_url)
-    if path is not None and not path.is_file():
-        run = f"{command('run')} --study-name {study_name}" if study_name else command("run")
-        raise UsageError(f"no study file {path}; run `{run}` first, or pass --storage")
+    if path is not None:
+        if not path.is_file():
+            raise UsageError(f"no study file {path}; run `{run}` first, or pass --storage")
+        return
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(storage_url)
+        try:
+            tables = set(sqlalchemy.inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+    except Exception as exc:  # driver and connection errors: the real cause in one line
+        raise storage_error(exc, storage_url) from exc
+    if not OPTUNA_TABLES <= tables:
+        raise UsageError(f"no Optuna study in {redact(storage_url)} (the database has no Optuna tables); "
+                         f"run `{run} --storage URL` first")
 
 
 def study_names(storage_url: str, study_name: str | None = None) -> tuple[BaseStorage, list[str]]:

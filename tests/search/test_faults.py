@@ -280,6 +280,28 @@ def test_postgres_restart_mid_study(postgres):
     assert sum(t.state != TrialState.RUNNING for t in study.trials) >= 8
 
 
+def test_reading_commands_leave_an_empty_postgres_database_empty(postgres, tmp_path):
+    """report, export and dashboard only read: pointed at a database with no study they must say so and
+    create nothing (they created Optuna's whole schema before)."""
+    import sqlalchemy
+
+    from tests.pg import free_port
+
+    url = postgres.new_database()
+    for argv in (["search.report", "-o", str(tmp_path / "r.html")], ["search.export", "-o", str(tmp_path / "b.json")],
+                 ["search.dashboard", "--port", str(free_port())]):
+        proc = subprocess.run([sys.executable, "-m", *argv, "--storage", url], capture_output=True, text=True,
+                              env=ENV, timeout=120, cwd=tmp_path)
+        assert proc.returncode == 2, (argv, proc.stderr)
+        assert "no Optuna study in postgresql+psycopg2://postgres@127.0.0.1" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    engine = sqlalchemy.create_engine(url)
+    try:
+        assert sqlalchemy.inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
+
+
 # ------------------------------------------------------------------------------------------- loading is safe
 
 class Payload:
