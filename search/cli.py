@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import errno
-import logging
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
 
 from search.data import DATASETS, EVAL_ON, DataOptions
-from search.errors import EXIT_STORAGE, SearchError, one_line
+from search.errors import EXIT_STORAGE, SearchError
 from search.interrupts import sigterm_as_interrupt
 
 EXIT_INTERRUPTED = 130
@@ -104,35 +103,3 @@ def add_compile_arg(parser: argparse.ArgumentParser) -> None:
                              "Unset: on for the CPU where it works, else one line and the eager kernels (off on GPUs, "
                              "where it does not pay); --compile: fail "
                              "if it does not work; --no-compile: off (default: unset)")
-
-
-def apply_compile_flag(enabled: bool | None, device) -> bool:
-    """Switch the compiled kernels on and compile them now, so a missing compiler shows at once.
-
-    ``None`` (the default) tries and falls back to the eager kernels with one line on stderr;
-    ``True`` makes a failure one clear error. Returns whether the compiled kernels are on."""
-    import torch
-
-    from model.closed_form import COMPILED_CHUNK, cross_softmax_mean, use_compiled_kernels
-    from search.errors import UsageError
-
-    # Unset means "where it pays": on the CPU. On an H200 the compiled kernels trained no faster (9,076 vs
-    # 9,159 images/s) and evaluated 4.7x slower (91k vs 429k images/s; `.ci/gpu-check`, search.bench).
-    if enabled is False or (enabled is None and torch.device(device).type != "cpu"):
-        use_compiled_kernels(False)
-        return False
-    # torch's C++ toolchain probe logs a CUDA_HOME warning on CPU-only machines: noise, not news.
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    try:
-        use_compiled_kernels(True)
-        # The warm-up compiles both kernels at their one static shape (chunks of the 28x28 logits).
-        t = torch.zeros(COMPILED_CHUNK, 28, 28, device=device, requires_grad=True)
-        cross_softmax_mean(t, t.detach()).sum().backward()
-    except Exception as exc:  # inductor raises many types; any of them means "cannot compile here"
-        use_compiled_kernels(False)
-        if enabled:
-            raise UsageError(f"--compile: torch.compile failed here ({one_line(exc)}); run without --compile") from None
-        print(f"compiled kernels unavailable ({one_line(exc)[:160]}); using the eager closed form "
-              "(--no-compile silences this)", file=sys.stderr, flush=True)
-        return False
-    return True

@@ -24,9 +24,9 @@ import torch
 
 from model import IMPLS, SECCANet, count_parameters, save_model
 from model.io import write_text_atomic
-from search.cli import add_compile_arg, apply_compile_flag, command, positive_float, positive_int, run_main
+from search.cli import add_compile_arg, command, positive_float, positive_int, run_main
 from search.data import load_splits
-from search.devices import resolve_device
+from search.devices import apply_compile_flag, resolve_device
 from search.outputs import AtomicFolder, check_output_folder
 from search.plots import retrain_curves, write_html
 from search.storage import STUDY_NAME

@@ -28,7 +28,6 @@ from search.cli import (
     EXIT_INTERRUPTED,
     add_compile_arg,
     add_data_args,
-    apply_compile_flag,
     command,
     data_options,
     int_between,
@@ -38,7 +37,7 @@ from search.cli import (
     seed_int,
 )
 from search.data import load_splits
-from search.devices import resolve_device
+from search.devices import apply_compile_flag, resolve_device
 from search.errors import UsageError
 from search.interrupts import deferred_signals, interrupt_once
 from search.live import INTERVAL_S, LiveDashboard

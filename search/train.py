@@ -19,7 +19,6 @@ from model import IMPLS, NetConfig, SECCANet, count_parameters, save_model
 from search.cli import (
     add_compile_arg,
     add_data_args,
-    apply_compile_flag,
     command,
     data_options,
     int_between,
@@ -28,30 +27,24 @@ from search.cli import (
     seed_int,
 )
 from search.data import load_splits
-from search.devices import resolve_device
+from search.devices import apply_compile_flag, resolve_device
 from search.outputs import AtomicFolder, check_output_folder
 from search.training import OPTIMIZERS, TrainConfig, evaluate, fit
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=command("train"), description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--hidden-size",
-        type=int_between(1, 16384, "a width from 1 to 16384"),
-        default=128,
-        help="fc1 width (default: 128)",
-    )
-    parser.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default: 0.001)")
-    parser.add_argument(
-        "--batch-size",
-        type=int_between(1, 65536, "a batch size from 1 to 65536"),
-        default=64,
-        help="batch size (default: 64)",
-    )
-    parser.add_argument(
-        "--epochs", type=int_between(1, 1000, "epochs from 1 to 1000"), default=10, help="epochs (default: 10)"
-    )
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="optimiser (default: adam)")
+    # Defaults: the seed's configuration, i.e. the dataclasses' own defaults.
+    net, train = NetConfig(), TrainConfig()
+    parser.add_argument("--hidden-size", type=int_between(1, 16384, "a width from 1 to 16384"),
+                        default=net.hidden_size, help=f"fc1 width (default: {net.hidden_size})")
+    parser.add_argument("--lr", type=positive_float, default=train.lr, help=f"learning rate (default: {train.lr:g})")
+    parser.add_argument("--batch-size", type=int_between(1, 65536, "a batch size from 1 to 65536"),
+                        default=train.batch_size, help=f"batch size (default: {train.batch_size})")
+    parser.add_argument("--epochs", type=int_between(1, 1000, "epochs from 1 to 1000"), default=train.epochs,
+                        help=f"epochs (default: {train.epochs})")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=train.optimizer,
+                        help=f"optimiser (default: {train.optimizer})")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--impl", choices=IMPLS, default="auto",
                         help="attention implementation; same function either way (default: auto)")

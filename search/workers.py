@@ -18,9 +18,9 @@ import sys
 import optuna
 import torch
 
-from search.cli import EXIT_INTERRUPTED, apply_compile_flag, data_options
+from search.cli import EXIT_INTERRUPTED, data_options
 from search.data import load_splits
-from search.devices import resolve_device
+from search.devices import apply_compile_flag, resolve_device
 from search.errors import EXIT_STORAGE, one_line, root_cause
 from search.interrupts import interrupt_once
 from search.objective import METRIC_NAMES, Objective

@@ -184,6 +184,7 @@ def test_report_is_self_contained(study_db, tmp_path):
     # It names its metric and what made the study; no axis says "Objective Value".
     assert "best held-out loss" in page.split("</h1>")[0]
     assert "<td>data set</td><td>synthetic</td>" in page and "<td>pruner (last run)</td><td>median</td>" in page
+    assert "<td>epochs range</td><td>1 to 3</td>" in page  # the study's --epochs-range
     assert '"Objective Value"' not in page and '"Intermediate Value"' not in page and "held-out loss per epoch" in page
 
 

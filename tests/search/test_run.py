@@ -328,7 +328,7 @@ def test_compiled_kernels_are_on_by_default_only_on_the_cpu(monkeypatch):
     import torch
 
     from model import closed_form
-    from search.cli import apply_compile_flag
+    from search.devices import apply_compile_flag
 
     monkeypatch.setattr(closed_form, "use_compiled_kernels", lambda on: calls.append(on))
     calls = []
