@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from model import IMPLS, NetConfig, SECCANet, count_parameters, save_model
+from model import ACTIVATIONS, IMPLS, INITS, NetConfig, SECCANet, count_parameters, save_model
 from search.cli import (
     add_compile_arg,
     add_data_args,
@@ -28,8 +28,9 @@ from search.cli import (
 )
 from search.data import load_splits
 from search.devices import apply_compile_flag, resolve_device
+from search.errors import UsageError
 from search.outputs import AtomicFolder, check_output_folder
-from search.training import OPTIMIZERS, TrainConfig, evaluate, fit
+from search.training import OPTIMIZERS, SCHEDULES, TrainConfig, evaluate, fit
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -45,6 +46,26 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help=f"epochs (default: {train.epochs})")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=train.optimizer,
                         help=f"optimiser (default: {train.optimizer})")
+    # The extended space's knobs, so any exported trial can be trained by hand too.
+    recipe = parser.add_argument_group("training recipe and network (the extended space's knobs)")
+    recipe.add_argument("--weight-decay", type=float, default=train.weight_decay,
+                        help=f"weight decay, AdamW and SGD (default: {train.weight_decay:g})")
+    recipe.add_argument("--momentum", type=float, default=train.momentum,
+                        help=f"SGD only (default: {train.momentum:g})")
+    recipe.add_argument("--schedule", choices=SCHEDULES, default=train.schedule,
+                        help=f"learning rate over all steps (default: {train.schedule})")
+    recipe.add_argument("--warmup", type=float, default=train.warmup,
+                        help=f"fraction of the steps spent warming up, cosine and onecycle (default: {train.warmup:g})")
+    recipe.add_argument("--label-smoothing", type=float, default=train.label_smoothing,
+                        help=f"training loss only (default: {train.label_smoothing:g})")
+    recipe.add_argument("--cca-channels", type=int_between(8, 1024, "channels from 8 to 1024"),
+                        default=net.cca_channels,
+                        help=f"channels between conv1 and conv2 (default: {net.cca_channels})")
+    recipe.add_argument("--activation", choices=ACTIVATIONS, default=net.activation,
+                        help=f"head activation (default: {net.activation})")
+    recipe.add_argument("--init", choices=INITS, default=net.init, help=f"weight init (default: {net.init})")
+    recipe.add_argument("--dropout", type=float, default=net.dropout,
+                        help=f"dropout on the 784 features before the head (default: {net.dropout:g})")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--impl", choices=IMPLS, default="auto",
                         help="attention implementation; same function either way (default: auto)")
@@ -59,16 +80,31 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configs_of(args: argparse.Namespace) -> tuple[NetConfig, TrainConfig]:
+    """The network and training configs the flags describe; an impossible value is a one-line error."""
+    if not 0.0 <= args.momentum < 1.0:
+        raise UsageError(f"--momentum {args.momentum}: expected a number in [0, 1)")
+    try:
+        net = NetConfig(hidden_size=args.hidden_size, cca_channels=args.cca_channels, activation=args.activation,
+                        init=args.init, dropout=args.dropout)
+        train = TrainConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, optimizer=args.optimizer,
+                            weight_decay=args.weight_decay, momentum=args.momentum, schedule=args.schedule,
+                            warmup=args.warmup, label_smoothing=args.label_smoothing)
+    except ValueError as exc:
+        raise UsageError(f"{exc}; see --help") from None
+    return net, train
+
+
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
+    net_config, config = configs_of(args)  # bad values are one line, before any data is read
     if args.out is not None:  # checked before training, as retrain does: never a model beside another's files
         check_output_folder(args.out, overwrite=args.overwrite)
     device = resolve_device(args.device)
     apply_compile_flag(args.compile, device)
     data = load_splits(data_options(args)).to(device)
     torch.manual_seed(args.seed)
-    model = SECCANet(NetConfig(hidden_size=args.hidden_size), impl=args.impl).to(device)
-    config = TrainConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, optimizer=args.optimizer)
+    model = SECCANet(net_config, impl=args.impl).to(device)
     print(f"training on {device} ({torch.get_num_threads()} threads), {count_parameters(model)} parameters, "
           f"{len(data.train_y)} training images, held-out = {args.eval_on} ({len(data.held_out_y)})", flush=True)
     start = time.perf_counter()

@@ -1,5 +1,6 @@
 """`python -m search.train` end to end on synthetic data, and its bad inputs."""
 
+import json
 import subprocess
 import sys
 
@@ -23,6 +24,22 @@ def test_train_one_config_and_save(tmp_path, capsys):
     assert net(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
 
 
+def test_train_takes_every_knob_of_the_extended_space(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = run_main(train.main, ["--dataset", "synthetic", "--train-subset", "300", "--val-size", "200",
+                                 "--epochs", "1", "--hidden-size", "16", "--optimizer", "adamw", "--weight-decay",
+                                 "0.01", "--schedule", "onecycle", "--warmup", "0.1", "--label-smoothing", "0.05",
+                                 "--cca-channels", "16", "--activation", "gelu", "--init", "kaiming", "--dropout",
+                                 "0.2", "--no-compile", "-o", str(out)])
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert {k: config["model"][k] for k in ("cca_channels", "activation", "init", "dropout")} == {
+        "cca_channels": 16, "activation": "gelu", "init": "kaiming", "dropout": 0.2}
+    assert {k: config["train"][k] for k in ("optimizer", "weight_decay", "schedule", "warmup", "label_smoothing")} == {
+        "optimizer": "adamw", "weight_decay": 0.01, "schedule": "onecycle", "warmup": 0.1, "label_smoothing": 0.05}
+    assert load_model(out).config.cca_channels == 16
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--epochs", "0"], "argument --epochs: expected epochs from 1 to 1000, got '0'"),
     (["--lr", "abc"], "argument --lr: expected a positive number, got 'abc'"),
@@ -31,6 +48,11 @@ def test_train_one_config_and_save(tmp_path, capsys):
     (["--hidden-size", "1000000000"], "argument --hidden-size: expected a width from 1 to 16384"),
     (["--batch-size", "100000000"], "argument --batch-size: expected a batch size from 1 to 65536"),
     (["--seed", "-3"], "argument --seed: expected an integer from 0 to 4294967295"),
+    (["--dropout", "1.5"], "error: dropout must be in [0, 1)"),
+    (["--warmup", "nan"], "error: warmup and label_smoothing must be in [0, 1)"),
+    (["--momentum", "2"], "error: --momentum 2.0: expected a number in [0, 1)"),
+    (["--cca-channels", "4"], "argument --cca-channels: expected channels from 8 to 1024"),
+    (["--schedule", "step"], "argument --schedule: invalid choice: 'step'"),
 ])
 def test_bad_flags_exit_2_without_traceback(argv, message):
     proc = subprocess.run([sys.executable, "-m", "search.train", "--dataset", "synthetic", *argv],
