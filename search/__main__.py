@@ -2,6 +2,6 @@
 
 import sys
 
-from search.console import main
+from search.commands.console import main
 
 sys.exit(main())

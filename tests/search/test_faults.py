@@ -8,6 +8,7 @@ slows an epoch down so a worker can be killed mid-trial.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import resource
@@ -338,3 +339,43 @@ def test_no_code_path_unpickles():
                     text = open(os.path.join(dirpath, name), encoding="utf-8").read()
                     for needle in ("torch.load(", "pickle.load", "weights_only=False"):
                         assert needle not in text, f"{name} uses {needle}"
+
+
+def test_retrain_on_a_full_disk_leaves_no_folder_and_no_traceback(tmp_path):
+    """The model folder is written as one unit: a write that fails (here the file-size limit, as a full
+    disk) ends with one error line, and neither the folder nor a temp folder beside it is left."""
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    assert finish(cli(storage, "--trials", "1"))[0] == 0
+    best = tmp_path / "best.json"
+    export = subprocess.run([sys.executable, "-m", "search.export", "--study-name", "f", "--storage", storage,
+                             "-o", str(best)], capture_output=True, text=True, env=ENV)
+    assert export.returncode == 0, export.stderr
+    runs = tmp_path / "runs"
+    runs.mkdir()
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))  # the weights cannot be written
+
+    proc = subprocess.Popen([sys.executable, "-m", "search.retrain", str(best), "-o", str(runs / "m"),
+                             "--no-compile"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=cap)
+    code, out, err = finish(proc)
+    assert code != 0 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("error:"), err
+    assert list(runs.iterdir()) == []  # no model folder, no temp folder
+
+
+def test_a_rerun_on_an_existing_journal_study_creates_nothing(tmp_path):
+    """Resuming a study must not treat "already exists" as a race: no retry (which slept 2-4 s) and no
+    CREATE_STUDY record appended to the journal per attempt."""
+    log = tmp_path / "j.log"
+    storage = f"journal:{log}"
+    assert finish(cli(storage, "--trials", "1"))[0] == 0
+
+    def creates() -> int:
+        return sum(json.loads(line)["op_code"] == 0 for line in log.read_text().splitlines())  # 0: CREATE_STUDY
+
+    assert creates() == 1
+    code, out, err = finish(cli(storage, "--trials", "1"))  # total reached: load, check, summary
+    assert code == 0, err
+    assert creates() == 1

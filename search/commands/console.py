@@ -13,24 +13,25 @@ from __future__ import annotations
 import importlib
 import sys
 
-# command -> (module, what it does); the order is the order of a user's day.
+# command -> what it does; the order is the order of a user's day. The module is search.commands.<command>
+# (a dash becomes an underscore).
 COMMANDS = {
-    "run": ("search.run", "run (or resume) a study"),
-    "dashboard": ("search.dashboard", "watch or browse studies in optuna-dashboard"),
-    "report": ("search.report", "one offline HTML report of a study"),
-    "export": ("search.export", "export the best (or a chosen) trial as JSON"),
-    "retrain": ("search.retrain", "retrain an exported trial on all training images, save the model"),
-    "evaluate": ("search.evaluate", "score a saved model"),
-    "compare": ("search.compare", "compare two trials or exported files side by side"),
-    "train": ("search.train", "train one configuration with the seed's log"),
-    "bench": ("search.bench", "speed against the seed's own training loop"),
-    "bench-search": ("search.bench_search", "quality per minute of the whole search -> retrain path"),
+    "run": "run (or resume) a study",
+    "dashboard": "watch or browse studies in optuna-dashboard",
+    "report": "one offline HTML report of a study",
+    "export": "export the best (or a chosen) trial as JSON",
+    "retrain": "retrain an exported trial on all training images, save the model",
+    "evaluate": "score a saved model",
+    "compare": "compare two trials or exported files side by side",
+    "train": "train one configuration with the seed's log",
+    "bench": "speed against the seed's own training loop",
+    "bench-search": "quality per minute of the whole search -> retrain path",
 }
 
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = [f"  {name:<{width}}  {what}" for name, (_, what) in COMMANDS.items()]
+    lines = [f"  {name:<{width}}  {what}" for name, what in COMMANDS.items()]
     return "usage: se-cca-search <command> [flags]\n\ncommands:\n" + "\n".join(lines) + \
         "\n\n`se-cca-search <command> --help` lists a command's flags."
 
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
+    module = importlib.import_module(f"search.commands.{name.replace('-', '_')}")
     return run_main(module.main, rest)
 
 

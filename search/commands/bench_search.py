@@ -1,0 +1,187 @@
+"""Benchmark the search itself: the whole user path, search -> export -> retrain -> test, per arm and seed.
+
+    python -m search.bench_search                              # quick: 30 trials on a 10k sample, seeds 0 1
+    python -m search.bench_search --trials 50 --train-subset 0 --seeds 0 1 2 3 4   # the default command
+    python -m search.bench_search --space extended --trials 60 --seeds 0 1
+
+For every seed, side by side in one run and with the project's own commands (as subprocesses, exactly
+as a user types them):
+  tool        ``search.run --trials N`` with the tool's defaults (workers, compiled kernels, pruner); its
+              wall time W is the budget the other arms get
+  tpe         plain Optuna defaults at the same wall-clock budget: TPE, no pruning, one process, eager
+              kernels, no seed trial (``--timeout W``)
+  random      the same with random search
+  seed-config the seed's own configuration (the tool study's trial 0), retrained the same way
+Each arm's best is exported and retrained on the full training data (``search.retrain``); the test set
+is read only there, after the search. The table gives search wall time, trials finished, and the
+retrained test loss and accuracy; the last line is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from search.cli import command, non_negative_int, positive_int, run_main
+from search.errors import SearchError, UsageError
+
+ARMS = ("tool", "tpe", "random")
+PLAIN = {"tpe": ["--sampler", "tpe"], "random": ["--sampler", "random"]}
+# Plain Optuna: no pruning, one process, the eager kernels, no enqueued seed trial; a trial count it
+# never reaches, so the wall-clock budget is what stops it.
+PLAIN_COMMON = ["--pruner", "none", "--workers", "1", "--no-compile", "--no-seed-trial", "--trials", "100000"]
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=command("bench_search"), description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=positive_int, default=30, help="the tool arm's --trials (default: 30)")
+    parser.add_argument("--train-subset", type=non_negative_int, default=10000,
+                        help="search on a seeded sample of N training images; 0: all (default: 10000)")
+    parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1], help="seeds (default: 0 1)")
+    parser.add_argument("--space", choices=("default", "extended"), default="default",
+                        help="search space of every arm (default: default)")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="arms to run (default: all)")
+    parser.add_argument("--dataset", choices=("mnist", "fashion-mnist", "synthetic"), default="mnist",
+                        help="data set (default: mnist)")
+    parser.add_argument("--data-dir", default="data", help="where the IDX files live (default: data)")
+    parser.add_argument("--val-size", type=positive_int, default=None, help="held-out images (default: the tool's)")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="folder for the studies, exported files and models (default: runs/bench-search-<time>)")
+    parser.add_argument("--tool-flags", default="",
+                        help="more flags for the tool arm only, e.g. '--rungs 3' (default: none)")
+    parser.add_argument("--extra", default="", help="more flags for every search.run, e.g. '--device cuda' "
+                                                   "(default: none)")
+    return parser
+
+
+def run_command(module: str, *args: str, log: Path) -> tuple[float, str]:
+    """Run ``python -m module args``; -> (wall seconds, stdout). Output goes to ``log`` as well."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    with log.open("a") as fh:
+        fh.write(f"$ python -m {module} {' '.join(args)}\n{proc.stdout}{proc.stderr}\n[exit {proc.returncode}, "
+                 f"{wall:.1f} s]\n\n")
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SearchError(f"`python -m {module}` failed with exit {proc.returncode}: {last} (full log: {log})")
+    return wall, proc.stdout
+
+
+def finished_trials(storage: str, study_name: str) -> dict:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    counts = {"complete": 0, "pruned": 0, "fail": 0}
+    for t in study.get_trials(deepcopy=False):
+        name = t.state.name.lower()
+        if name in counts:
+            counts[name] += 1
+    return counts
+
+
+def export_and_retrain(storage: str, study_name: str, folder: Path, tag: str, data_dir: str, log: Path,
+                       trial: int | None = None) -> dict:
+    exported = folder / f"{tag}.json"
+    pick = [] if trial is None else ["--trial", str(trial)]
+    run_command("search.export", "--study-name", study_name, "--storage", storage, *pick, "-o", str(exported), log=log)
+    record = json.loads(exported.read_text())
+    wall, _ = run_command("search.retrain", str(exported), "--out", str(folder / tag), "--data-dir", data_dir, log=log)
+    metrics = json.loads((folder / tag / "metrics.json").read_text())
+    return {"params": record["params"], "search_value": record["value"], "retrain_s": round(wall, 1),
+            "test_loss": metrics["test_loss"], "test_accuracy": metrics["test_accuracy"]}
+
+
+def run_seed(args, seed: int, folder: Path, log: Path) -> dict:
+    common = ["--seed", str(seed), "--space", args.space, "--dataset", args.dataset, "--data-dir", args.data_dir,
+              *(["--train-subset", str(args.train_subset)] if args.train_subset else []),
+              *(["--val-size", str(args.val_size)] if args.val_size else []), *args.extra.split()]
+    results, budget = {}, None
+    for arm in ("tool", *[a for a in ARMS if a != "tool"]):
+        if arm not in args.arms and not (arm == "tool" and budget is None):
+            continue
+        name, storage = f"{arm}-s{seed}", f"sqlite:///{folder / f'{arm}-s{seed}.db'}"
+        if arm == "tool":
+            flags = ["--trials", str(args.trials), *args.tool_flags.split()]
+        else:
+            flags = [*PLAIN[arm], *PLAIN_COMMON, "--timeout", f"{budget:.1f}"]
+        print(f"seed {seed}: {arm} searching ...", file=sys.stderr, flush=True)
+        wall, _ = run_command("search.run", "--study-name", name, "--storage", storage, *common, *flags, log=log)
+        if arm == "tool":
+            budget = wall
+        row = {"arm": arm, "seed": seed, "search_s": round(wall, 1), "trials": finished_trials(storage, name)}
+        print(f"seed {seed}: {arm} retraining its best ...", file=sys.stderr, flush=True)
+        row.update(export_and_retrain(storage, name, folder, name, args.data_dir, log))
+        if arm in args.arms:
+            results[arm] = row
+        if arm == "tool":  # the seed's configuration is the tool study's trial 0
+            print(f"seed {seed}: retraining the seed's configuration ...", file=sys.stderr, flush=True)
+            base = {"arm": "seed-config", "seed": seed, "search_s": 0.0, "trials": {}}
+            base.update(export_and_retrain(storage, name, folder, f"seed-config-s{seed}", args.data_dir, log, trial=0))
+            results["seed-config"] = base
+    return results
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| seed | arm | search s | trials (complete/pruned/fail) | retrain s | test loss | test accuracy |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        t = r["trials"]
+        trials = f"{t['complete']}/{t['pruned']}/{t['fail']}" if t else "-"
+        lines.append(f"| {r['seed']} | {r['arm']} | {r['search_s']:.0f} | {trials} | {r['retrain_s']:.0f} | "
+                     f"{r['test_loss']:.4f} | {r['test_accuracy']:.2%} |")
+    return "\n".join(lines)
+
+
+def summarize(per_seed: dict) -> dict:
+    """Per arm: medians over seeds, and in how many seeds it beat the seed's config on both test figures."""
+    out = {}
+    arms = sorted({arm for results in per_seed.values() for arm in results})
+    for arm in arms:
+        rows = [results[arm] for results in per_seed.values() if arm in results]
+        wins = sum(r["test_loss"] < per_seed[r["seed"]]["seed-config"]["test_loss"]
+                   and r["test_accuracy"] > per_seed[r["seed"]]["seed-config"]["test_accuracy"] for r in rows)
+        out[arm] = {"median_test_loss": statistics.median(r["test_loss"] for r in rows),
+                    "median_test_accuracy": statistics.median(r["test_accuracy"] for r in rows),
+                    "median_search_s": statistics.median(r["search_s"] for r in rows),
+                    "beats_seed_config": f"{wins}/{len(rows)}"}
+    return out
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    if args.dataset != "synthetic" and not Path(args.data_dir).exists():
+        print(f"note: {args.data_dir}/ does not exist yet; the first search fetches the data", file=sys.stderr)
+    folder = args.out_dir or Path("runs") / f"bench-search-{time.strftime('%Y%m%d-%H%M%S')}"
+    if folder.exists() and any(folder.iterdir()):
+        raise UsageError(f"{folder}/ already holds files; choose another --out-dir")
+    folder.mkdir(parents=True, exist_ok=True)
+    args.data_dir = str(Path(args.data_dir).resolve())
+    log = folder / "commands.log"
+    print(f"search benchmark: space {args.space}, tool arm --trials {args.trials} {args.tool_flags}, train subset "
+          f"{args.train_subset or 'all'}, seeds {' '.join(map(str, args.seeds))}; log in {log}", flush=True)
+    start = time.perf_counter()
+    per_seed = {seed: run_seed(args, seed, folder, log) for seed in args.seeds}
+    rows = [row for results in per_seed.values() for row in results.values()]
+    print(table(rows))
+    summary = summarize(per_seed)
+    print("\n| arm | median search s | median test loss | median test accuracy | beats the seed's config |")
+    print("|---|---|---|---|---|")
+    for arm, s in summary.items():
+        print(f"| {arm} | {s['median_search_s']:.0f} | {s['median_test_loss']:.4f} | {s['median_test_accuracy']:.2%} "
+              f"| {s['beats_seed_config']} |")
+    print(f"total wall time {time.perf_counter() - start:.0f} s")
+    print(json.dumps({"space": args.space, "trials": args.trials, "tool_flags": args.tool_flags,
+                      "train_subset": args.train_subset,
+                      "dataset": args.dataset, "seeds": args.seeds, "rows": rows, "summary": summary}, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

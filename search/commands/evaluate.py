@@ -1,0 +1,69 @@
+"""Load a saved model folder (config.json + model.safetensors; nothing unpickled) and score it.
+
+    python -m search.evaluate runs/best
+    python -m search.evaluate runs/best --split val --data-dir /data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from safetensors import SafetensorError
+
+from model import load_model
+from model.io import CONFIG, WEIGHTS
+from search.cli import command, run_main
+from search.data import DataOptions, load_splits, trained_on_val
+from search.devices import resolve_device
+from search.errors import UsageError
+
+
+def open_model(folder: Path, device):
+    """load_model with one-line errors for anything that is not a saved model folder."""
+    folder = Path(folder)
+    if not folder.is_dir() or not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
+        raise UsageError(f"{folder} is not a saved model folder (it needs {CONFIG} and {WEIGHTS}, as written by "
+                         "search.retrain or search.train --out); .pt/.pth pickles are never loaded")
+    try:
+        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+        return load_model(folder, device=device), config
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise UsageError(f"{folder}: cannot load the model ({str(exc).splitlines()[0]})") from None
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=command("evaluate"), description=__doc__.splitlines()[0])
+    parser.add_argument("model_dir", type=Path, help="a folder with config.json and model.safetensors")
+    parser.add_argument("--split", choices=("test", "val"), default="test", help="what to score (default: test)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument("--data-dir", default="data", help="where the IDX files live (default: data)")
+    return parser
+
+
+def main(argv=None) -> int:
+    from search.training import evaluate
+
+    args = get_args_parser().parse_args(argv)
+    device = resolve_device(args.device)
+    model, config = open_model(args.model_dir, device)
+    data_cfg = config.get("data") or {"dataset": "mnist"}
+    trained = DataOptions.from_identity(data_cfg, args.data_dir, where=f"{args.model_dir}/config.json: data")
+    if args.split == "val" and trained_on_val(data_cfg):
+        raise UsageError(f"{args.model_dir} was trained on the validation images too (search.retrain without "
+                         "--keep-val, or --eval-on test): its val score would be a training score; use --split test")
+    # The validation split is the one its training held out: same data set, size and seed (and the model
+    # never saw it, checked above); the training-set subset does not matter for it.
+    options = replace(trained, eval_on="val", train_subset=None)
+    data = load_splits(options).to(device)
+    x, y = (data.test_x, data.test_y) if args.split == "test" else (data.held_out_x, data.held_out_y)
+    loss, acc = evaluate(model, x, y)
+    print(f"{args.model_dir}: {args.split} loss {loss:.4f}, accuracy {acc:.4f} on {len(y)} {options.dataset} images")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

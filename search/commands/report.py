@@ -1,0 +1,169 @@
+"""One self-contained HTML report of a study (opens offline): what happened and why.
+
+    python -m search.report -o report.html
+    python -m search.report --study-name quick -o quick.html
+
+Optimisation history, parameter importances, parallel coordinate, slice, contour of the two most
+important params, intermediate values, timeline; the learning curves of the best and the seed-config
+trials; a sortable trial table with each trial's fit diagnosis; and a warning when the best trials sit
+at the edge of a search range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import math
+import sys
+from pathlib import Path
+
+import optuna
+from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from search.cli import command, run_main
+from search.diagnosis import REMEDIES, diagnose_trial
+from search.errors import UsageError
+from search.outputs import check_output_file
+from search.plots import learning_curves, table_html, write_html
+from search.studies import add_study_args, completed_trials, load_existing_study, storage_url_of
+from search.summary import baseline_trial, settings_rows
+from search.trial_curves import curves_of
+
+EDGE_FRACTION = 0.05  # within 5% of the range (log scale for log params) counts as "at the edge"
+
+
+def edge_warnings(study: optuna.Study, top: int | None = None) -> list[str]:
+    """Numeric params whose best trials crowd one end of the search range."""
+    done = completed_trials(study)
+    if not done:
+        return []
+    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    best = sorted(done, key=lambda t: t.value, reverse=reverse)[: top or max(3, len(done) // 10)]
+    # The ranges are what the trials were sampled from: the search space table, as Optuna stored it.
+    ranges = {}
+    for trial in best:
+        for name, dist in trial.distributions.items():
+            if isinstance(dist, IntDistribution | FloatDistribution):
+                ranges.setdefault(name, dist)
+    out = []
+    for name, dist in ranges.items():
+        values = [t.params[name] for t in best if name in t.params]
+        scale = (lambda v: math.log(v)) if dist.log else (lambda v: v)
+        lo, hi = scale(dist.low), scale(dist.high)
+        width = hi - lo
+        if width <= 0:
+            continue  # a range of one value (--epochs-range 3 3) has no edge to widen
+        at_low = sum(scale(v) - lo <= EDGE_FRACTION * width for v in values)
+        at_high = sum(hi - scale(v) <= EDGE_FRACTION * width for v in values)
+        for count, edge, where in ((at_low, dist.low, "below"), (at_high, dist.high, "above")):
+            if count * 2 >= len(values):
+                out.append(
+                    f"{name}: {count} of the {len(values)} best trials sit at the "
+                    f"{'lower' if where == 'below' else 'upper'} edge {edge:g} of [{dist.low:g}, "
+                    f"{dist.high:g}]; widen the range {where} {edge:g}"
+                )
+    return out
+
+
+def _plot(title: str, make):
+    """A plot, or a line saying why it is not available (e.g. importance needs 2+ completed trials)."""
+    try:
+        return title, make()
+    except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+        return title, f"<p><i>not available: {html.escape(str(exc).splitlines()[0])}</i></p>"
+
+
+def metric_name(study: optuna.Study) -> str:
+    return (study.metric_names or [None])[0] or "objective value"
+
+
+def build_sections(study: optuna.Study) -> list:
+    vis = optuna.visualization
+    done = completed_trials(study)
+    name = metric_name(study)
+    sections = [("settings", table_html(["setting", "value"], settings_rows(study), sortable=False))]
+    warnings = edge_warnings(study)
+    if warnings:
+        sections.append(("search-range warnings", "".join(f'<p class="warn">{html.escape(w)}</p>' for w in warnings)))
+    best, baseline = study.best_trial, baseline_trial(study)
+    curves = {f"best (trial {best.number})": curves_of(best)}
+    if baseline is not None and baseline.number != best.number:
+        curves[f"seed config (trial {baseline.number})"] = curves_of(baseline)
+    sections.append(("learning curves: best and seed-config trials", learning_curves(curves)))
+    sections.append(
+        _plot(f"optimisation history ({name})", lambda: vis.plot_optimization_history(study, target_name=name))
+    )
+    importances = {}
+    if len(done) >= 2:
+        try:
+            importances = optuna.importance.get_param_importances(study)
+        except (ValueError, RuntimeError):
+            importances = {}
+    sections.append(_plot(f"parameter importances (for the {name})",
+                          lambda: vis.plot_param_importances(study, target_name=name)))
+    sections.append(_plot("parallel coordinate", lambda: vis.plot_parallel_coordinate(study, target_name=name)))
+    sections.append(_plot("slice", lambda: vis.plot_slice(study, target_name=name)))
+    top2 = list(importances)[:2]
+    if len(top2) == 2:
+        sections.append(_plot(f"contour: {top2[0]} x {top2[1]} (the two most important)",
+                              lambda: vis.plot_contour(study, params=top2, target_name=name)))
+    sections.append(_plot(f"intermediate values ({name} per epoch, one line per trial)",
+                          lambda: intermediate_values(study, name)))
+    sections.append(_plot("timeline", lambda: vis.plot_timeline(study)))
+    sections.append(("trials (click a header to sort)", trial_table(study)))
+    legend = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in REMEDIES.items())
+    sections.append(("fit diagnosis: the seed's remedies (section 1.3)", f"<ul>{legend}</ul>"))
+    return sections
+
+
+def intermediate_values(study: optuna.Study, name: str):
+    """Optuna's plot, with the metric on its axis and a legend naming each trial."""
+    fig = optuna.visualization.plot_intermediate_values(study)
+    fig.update_layout(showlegend=True, title=f"{name} per epoch", yaxis_title=name,
+                      xaxis_title="epoch (rung's resource with --rungs)")
+    return fig
+
+
+def trial_table(study: optuna.Study) -> str:
+    trials = study.get_trials(deepcopy=False)
+    names = sorted({k for t in trials for k in t.params})
+    headers = ["trial", "state", "value", *names, "diagnosis", "seconds", "test accuracy", "note"]
+    rows = []
+    for t in trials:
+        diag = t.user_attrs.get("diagnosis") or diagnose_trial(curves_of(t)) or ""
+        rows.append([t.number, t.state.name.lower(), t.value, *(t.params.get(n) for n in names), diag,
+                     t.user_attrs.get("seconds"), t.user_attrs.get("test_accuracy"),
+                     "seed config" if t.user_attrs.get("seed_config") else t.user_attrs.get("reason", "")])
+    return table_html(headers, rows)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=command("report"), description=__doc__.splitlines()[0])
+    add_study_args(parser)
+    parser.add_argument(
+        "-o", "--output", type=Path, default=Path("report.html"), help="output file (default: report.html)"
+    )
+    return parser
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    url = storage_url_of(args)
+    check_output_file(args.output, storage_url=url)
+    study = load_existing_study(args.study_name, url)
+    if not completed_trials(study):
+        raise UsageError(f"study {args.study_name!r} has no completed trial yet; nothing to report")
+    states = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState}
+    title = (f"study {study.study_name}: {len(study.trials)} trials ("
+             + ", ".join(f"{n} {k}" for k, n in states.items() if n) + f"), best {metric_name(study)} "
+             f"{study.best_value:.4f} (trial {study.best_trial.number})")
+    write_html(args.output, title, build_sections(study))
+    print(f"wrote {args.output}")
+    for line in edge_warnings(study):
+        print(f"warning: {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
