@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from model.config import NetConfig
 from model.net import SECCANet
@@ -31,25 +31,29 @@ def default_mode(directory: bool = False) -> int:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write through a temp file in the same folder and rename it: readers never see half a file."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.chmod(tmp, default_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write() names no file; the error line should
         raise
 
 
 def save_weights(model: SECCANet, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.chmod(tmp, default_mode())  # safetensors creates the file private (0600)
-    os.replace(tmp, path)
+    # Serialised in memory (a few MB), then written by Python: a full disk is then an OSError with its
+    # errno and file name (safetensors' own writer raises its own error type) and no temp file stays.
+    write_bytes_atomic(path, save(tensors, metadata={"format": "pt"}))
 
 
 def save_model(model: SECCANet, folder: Path, *, extra: dict | None = None) -> None:
