@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from model import IMPLS, SECCANet, count_parameters, save_model
-from search.cli import add_compile_arg, command, positive_float, positive_int, run_main
+from search.cli import add_compile_arg, command, positive_float, positive_int, run_main, seed_int
 from search.data import load_splits
 from search.devices import apply_compile_flag, resolve_device
 from search.outputs import AtomicFolder, check_output_folder, write_text_atomic
@@ -47,6 +47,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="first re-run the trial at search fidelity and check its value is reproduced")
     parser.add_argument("--tolerance", type=positive_float, default=0.02,
                         help="relative tolerance for --verify (default: 0.02)")
+    parser.add_argument("--seed", type=seed_int, default=None,
+                        help="seed of the initialisation and batch order (the held-out split stays the trial's); "
+                             "retraining with a few seeds shows how much of a test score is luck (default: the "
+                             "study's seed)")
     parser.add_argument("--data-dir", default="data", help="where the IDX files live (default: data)")
     parser.add_argument("--impl", choices=IMPLS, default="auto", help="attention implementation (default: auto)")
     add_compile_arg(parser)
@@ -115,19 +119,20 @@ def main(argv=None) -> int:
         monitor_x, monitor_y, monitor = data.test_x, data.test_y, "test"
     train_x, train_y, monitor_x, monitor_y = (t.to(device) for t in (train_x, train_y, monitor_x, monitor_y))
     test_x, test_y = data.test_x.to(device), data.test_y.to(device)
-    torch.manual_seed(options.seed)
+    seed = options.seed if args.seed is None else args.seed
+    torch.manual_seed(seed)
     model = SECCANet(net_config, impl=args.impl).to(device)
     print(f"retraining trial {record.get('trial_number')} on {device}: {len(train_y)} images, {train_config.epochs} "
           f"epochs, {count_parameters(model)} parameters; monitoring the {monitor} set", flush=True)
     start = time.perf_counter()
-    history = fit(model, train_x, train_y, monitor_x, monitor_y, train_config, seed=options.seed,
+    history = fit(model, train_x, train_y, monitor_x, monitor_y, train_config, seed=seed,
                   log=lambda line: print(line, flush=True))
     seconds = time.perf_counter() - start
     test_loss, test_acc = evaluate(model, test_x, test_y)
     steps_per_epoch = len(history[0].step_losses)
     metrics = {
         "trial_number": record.get("trial_number"), "study_name": record.get("study_name"),
-        "train_images": len(train_y), "monitor": monitor, "seconds": seconds,
+        "train_images": len(train_y), "monitor": monitor, "seed": seed, "seconds": seconds,
         "epochs": [{"epoch": h.epoch, "train_loss": h.train_loss, f"{monitor}_loss": h.eval_loss,
                     f"{monitor}_accuracy": h.eval_accuracy, "seconds": h.seconds} for h in history],
         "step_train_loss": [v for h in history for v in h.step_losses],

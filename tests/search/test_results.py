@@ -115,6 +115,21 @@ def test_retrain_saves_a_model_that_loads_and_evaluates(exported, tmp_path, caps
     assert run_main(retrain.main, [str(exported), "--epochs", "1", "--out", str(out)]) == 2
 
 
+def test_retrain_seed_changes_only_the_luck(exported, tmp_path):
+    """--seed reseeds initialisation and batch order (how much of a score is luck); the same seed gives
+    the same model, and metrics.json records the seed used."""
+    scores = {}
+    for tag, extra in (("default", []), ("s7", ["--seed", "7"]), ("s7again", ["--seed", "7"])):
+        out = tmp_path / tag
+        assert run_main(retrain.main, [str(exported), "--epochs", "1", "--out", str(out), "--no-compile",
+                                       *extra]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        scores[tag] = (metrics["seed"], metrics["test_loss"])
+    assert scores["s7"] == scores["s7again"] and scores["s7"][0] == 7
+    assert scores["default"][0] == json.loads(exported.read_text())["seed"]
+    assert scores["default"][1] != scores["s7"][1]
+
+
 def test_retrain_curves_put_each_epoch_score_at_its_end():
     from search.plots import retrain_curves
 
