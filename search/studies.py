@@ -99,3 +99,13 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     if trial.state in (TrialState.RUNNING, TrialState.WAITING):
         raise UsageError(f"trial {number} is {trial.state.name}; pick a finished trial")
     return trial
+
+
+def study_and_output(args: argparse.Namespace) -> tuple[optuna.Study, str]:
+    """A reading command's study (``--study-name``/``--storage``) and its ``-o`` file, both checked before any
+    work (the output may not be the study's own file). -> (study, storage URL)."""
+    from search.outputs import check_output_file
+
+    url = storage_url_of(args)
+    check_output_file(args.output, storage_url=url)
+    return load_existing_study(args.study_name, url), url

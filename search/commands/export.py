@@ -13,9 +13,9 @@ from pathlib import Path
 
 from search.cli import command, non_negative_int, run_main
 from search.errors import UsageError
-from search.outputs import check_output_file, write_text_atomic
+from search.outputs import write_text_atomic
 from search.storage import redact
-from search.studies import add_study_args, load_existing_study, pick_trial, storage_url_of
+from search.studies import add_study_args, pick_trial, study_and_output
 from search.trial_file import trial_record
 
 
@@ -29,9 +29,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    url = storage_url_of(args)
-    check_output_file(args.output, storage_url=url)
-    study = load_existing_study(args.study_name, url)
+    study, url = study_and_output(args)
     if "identity" not in study.user_attrs:
         raise UsageError(f"study {args.study_name!r} was not made by search.run (no identity attribute)")
     trial = pick_trial(study, args.trial)

@@ -24,9 +24,8 @@ from optuna.trial import TrialState
 from search.cli import command, run_main
 from search.diagnosis import REMEDIES, diagnose_trial
 from search.errors import UsageError
-from search.outputs import check_output_file
 from search.plots import learning_curves, table_html, write_html
-from search.studies import add_study_args, completed_trials, load_existing_study, storage_url_of
+from search.studies import add_study_args, completed_trials, study_and_output
 from search.summary import baseline_trial, settings_rows
 from search.trial_curves import curves_of
 
@@ -149,9 +148,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    url = storage_url_of(args)
-    check_output_file(args.output, storage_url=url)
-    study = load_existing_study(args.study_name, url)
+    study, _ = study_and_output(args)
     if not completed_trials(study):
         raise UsageError(f"study {args.study_name!r} has no completed trial yet; nothing to report")
     states = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState}
