@@ -240,11 +240,33 @@ def open_storage(url: str, *, heartbeat_interval: int | None = HEARTBEAT_INTERVA
         if heartbeat_interval:
             heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": 3 * heartbeat_interval,
                          "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=3)}
-        return retry_on_race(lambda: RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat))
+        storage = retry_on_race(lambda: RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat))
+        if path is not None:
+            begin_immediate(storage.engine)
+        return storage
     except StorageError:
         raise
     except Exception as exc:  # SQLAlchemy and driver errors: report the real cause in one line
         raise storage_error(exc, url) from exc
+
+
+def begin_immediate(engine) -> None:
+    """Make every SQLite transaction take the write lock before its first read (BEGIN IMMEDIATE, the
+    recipe SQLAlchemy documents for pysqlite). SQLite ignores SELECT ... FOR UPDATE and pysqlite begins no
+    transaction before a SELECT, so Optuna's read-then-write steps were not atomic across processes: two
+    workers could both take the same WAITING trial (the enqueued seed trial), and the second to finish
+    crashed with "Cannot tell a COMPLETE trial."."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def no_implicit_begin(dbapi_connection, record):
+        dbapi_connection.isolation_level = None  # pysqlite's own BEGIN would come too late
+
+    @event.listens_for(engine, "begin")
+    def begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # the connections Optuna opened to create its tables lack the hooks
 
 
 def is_creation_race(exc: BaseException) -> bool:

@@ -97,6 +97,39 @@ def test_workers_share_one_study_total(tmp_path, kind):
     assert code == 0 and len(load(storage).trials) == len(study.trials)
 
 
+def test_two_workers_never_pop_the_same_waiting_trial(tmp_path):
+    """SQLite ignores SELECT ... FOR UPDATE and pysqlite runs a SELECT outside any transaction, so Optuna's
+    "take a WAITING trial" (read its state, then set RUNNING) once let two workers both take the enqueued
+    seed trial; the second to finish crashed with "Cannot tell a COMPLETE trial." (seen in CI). Here
+    worker B takes the trial between worker A's read and A's write: exactly one of them may get it."""
+    import threading
+
+    from sqlalchemy import event
+
+    from search.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    storage_a = open_storage(url, heartbeat_interval=None)
+    a = optuna.create_study(study_name="f", storage=storage_a)
+    a.enqueue_trial({"x": 1})
+    b = optuna.load_study(study_name="f", storage=open_storage(url, heartbeat_interval=None))
+    popped, threads = {}, []
+
+    def b_takes_it():
+        popped["b"] = b._pop_waiting_trial_id()
+
+    def before_a_writes(conn, cursor, statement, *rest):
+        if statement.lstrip().upper().startswith("UPDATE TRIALS") and not threads:
+            threads.append(threading.Thread(target=b_takes_it))
+            threads[0].start()
+            threads[0].join(timeout=2)  # B either finishes (the race) or waits for A's lock (fixed)
+
+    event.listen(storage_a.engine, "before_cursor_execute", before_a_writes)
+    popped["a"] = a._pop_waiting_trial_id()
+    threads[0].join(timeout=60)
+    assert popped["a"] is not None and popped["b"] is None, popped
+
+
 def test_devices_are_assigned_round_robin(tmp_path):
     storage = f"sqlite:///{tmp_path / 'd.db'}"
     code, out, err = finish(cli(storage, "--trials", "2", "--workers", "2", "--devices", "cpu,cpu"))
