@@ -53,10 +53,18 @@ def positive_float(text: str) -> float:
     return value
 
 
+def add_device_arg(parser) -> None:
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+
+
+def add_data_dir_arg(parser) -> None:
+    parser.add_argument("--data-dir", default="data", help="where the IDX files live or are saved (default: data)")
+
+
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", choices=DATASETS, default="mnist", help="data set (default: mnist)")
-    group.add_argument("--data-dir", default="data", help="where IDX files live or are saved (default: data)")
+    add_data_dir_arg(group)
     group.add_argument("--val-size", type=positive_int, default=None,
                        help="held-out images carved from the training set (default: 10000; 2000 for synthetic)")
     group.add_argument("--train-subset", type=positive_int, default=None,

@@ -33,7 +33,7 @@ from torch import nn
 from model import NetConfig, SECCANet
 from model.closed_form import use_compiled_kernels
 from model.seed_net import Net as SeedNet
-from search.cli import command, int_between, positive_int, run_main
+from search.cli import add_data_dir_arg, add_device_arg, command, int_between, positive_int, run_main
 from search.data import DataOptions, load_raw
 from search.devices import resolve_device, synchronize
 from search.errors import DataError
@@ -205,7 +205,7 @@ def measure(name: str, run, device: torch.device, args: argparse.Namespace) -> d
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=command("bench"), description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    add_device_arg(parser)
     parser.add_argument(
         "--steps",
         type=int_between(1, 100_000, "steps from 1 to 100000"),
@@ -221,7 +221,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-images", type=positive_int, default=10000, help="images to evaluate (default: 10000)")
     parser.add_argument("--dataset", choices=("mnist", "fashion-mnist", "synthetic"), default="mnist",
                         help="data; falls back to synthetic when the files are not present (default: mnist)")
-    parser.add_argument("--data-dir", default="data", help="where the IDX files are (default: data)")
+    add_data_dir_arg(parser)
     parser.add_argument("--compile", action="store_true",
                         help="also time the opt-in torch.compile'd attention kernels (compiles for ~10-40 s)")
     parser.add_argument("--bf16", action="store_true", help="also time bf16 autocast (CUDA only)")

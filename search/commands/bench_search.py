@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from search.cli import command, non_negative_int, positive_int, run_main
+from search.cli import add_data_dir_arg, command, non_negative_int, positive_int, run_main
 from search.errors import SearchError, UsageError
 
 ARMS = ("tool", "tpe", "random")
@@ -48,7 +48,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="arms to run (default: all)")
     parser.add_argument("--dataset", choices=("mnist", "fashion-mnist", "synthetic"), default="mnist",
                         help="data set (default: mnist)")
-    parser.add_argument("--data-dir", default="data", help="where the IDX files live (default: data)")
+    add_data_dir_arg(parser)
     parser.add_argument("--val-size", type=positive_int, default=None, help="held-out images (default: the tool's)")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="folder for the studies, exported files and models (default: runs/bench-search-<time>)")

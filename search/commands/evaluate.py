@@ -1,7 +1,7 @@
 """Load a saved model folder (config.json + model.safetensors; nothing unpickled) and score it.
 
     python -m search.evaluate runs/best
-    python -m search.evaluate runs/best --split val --data-dir /data
+    python -m search.evaluate runs/best --eval-on val --data-dir /data
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from safetensors import SafetensorError
 
 from model import load_model
 from model.io import CONFIG, WEIGHTS
-from search.cli import command, run_main
-from search.data import DataOptions, load_splits, trained_on_val
+from search.cli import add_data_dir_arg, add_device_arg, command, run_main
+from search.data import EVAL_ON, DataOptions, load_splits, trained_on_val
 from search.devices import resolve_device
 from search.errors import UsageError
 
@@ -38,9 +38,13 @@ def open_model(folder: Path, device):
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=command("evaluate"), description=__doc__.splitlines()[0])
     parser.add_argument("model_dir", type=Path, help="a folder with config.json and model.safetensors")
-    parser.add_argument("--split", choices=("test", "val"), default="test", help="what to score (default: test)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    parser.add_argument("--data-dir", default="data", help="where the IDX files live (default: data)")
+    # The one split flag of every command (search.run and search.train score each epoch on it too);
+    # --split, its old name here, still works.
+    parser.add_argument("--eval-on", "--split", dest="eval_on", choices=EVAL_ON, default="test",
+                        help="what to score: the test set or the held-out split the model's training left out "
+                             "(default: test)")
+    add_device_arg(parser)
+    add_data_dir_arg(parser)
     return parser
 
 
@@ -52,16 +56,16 @@ def main(argv=None) -> int:
     model, config = open_model(args.model_dir, device)
     data_cfg = config.get("data") or {"dataset": "mnist"}
     trained = DataOptions.from_identity(data_cfg, args.data_dir, where=f"{args.model_dir}/config.json: data")
-    if args.split == "val" and trained_on_val(data_cfg):
+    if args.eval_on == "val" and trained_on_val(data_cfg):
         raise UsageError(f"{args.model_dir} was trained on the validation images too (search.retrain without "
-                         "--keep-val, or --eval-on test): its val score would be a training score; use --split test")
+                         "--keep-val, or --eval-on test): its val score would be a training score; use --eval-on test")
     # The validation split is the one its training held out: same data set, size and seed (and the model
     # never saw it, checked above); the training-set subset does not matter for it.
     options = replace(trained, eval_on="val", train_subset=None)
     data = load_splits(options).to(device)
-    x, y = (data.test_x, data.test_y) if args.split == "test" else (data.held_out_x, data.held_out_y)
+    x, y = (data.test_x, data.test_y) if args.eval_on == "test" else (data.held_out_x, data.held_out_y)
     loss, acc = evaluate(model, x, y)
-    print(f"{args.model_dir}: {args.split} loss {loss:.4f}, accuracy {acc:.4f} on {len(y)} {options.dataset} images")
+    print(f"{args.model_dir}: {args.eval_on} loss {loss:.4f}, accuracy {acc:.4f} on {len(y)} {options.dataset} images")
     return 0
 
 

@@ -23,7 +23,16 @@ from pathlib import Path
 import torch
 
 from model import IMPLS, SECCANet, count_parameters, save_model
-from search.cli import add_compile_arg, command, positive_float, positive_int, run_main, seed_int
+from search.cli import (
+    add_compile_arg,
+    add_data_dir_arg,
+    add_device_arg,
+    command,
+    positive_float,
+    positive_int,
+    run_main,
+    seed_int,
+)
 from search.data import load_splits
 from search.devices import apply_compile_flag, resolve_device
 from search.outputs import AtomicFolder, check_output_folder, write_text_atomic
@@ -37,7 +46,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=command("retrain"), description=__doc__.splitlines()[0])
     parser.add_argument("trial_file", type=Path, help="a file written by `python -m search.export`")
     parser.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: the trial's)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    add_device_arg(parser)
     parser.add_argument("-o", "--output", "--out", dest="out", type=Path, default=None,
                         help="output folder (default: runs/<study>-trial<N>)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
@@ -51,7 +60,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="seed of the initialisation and batch order (the held-out split stays the trial's); "
                              "retraining with a few seeds shows how much of a test score is luck (default: the "
                              "study's seed)")
-    parser.add_argument("--data-dir", default="data", help="where the IDX files live (default: data)")
+    add_data_dir_arg(parser)
     parser.add_argument("--impl", choices=IMPLS, default="auto", help="attention implementation (default: auto)")
     add_compile_arg(parser)
     return parser

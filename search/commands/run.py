@@ -28,6 +28,7 @@ from search.cli import (
     EXIT_INTERRUPTED,
     add_compile_arg,
     add_data_args,
+    add_device_arg,
     command,
     data_options,
     int_between,
@@ -88,7 +89,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=seed_int, default=0, help="seeds the split, sampler, init and batch order (default: 0)"
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    add_device_arg(parser)
     parser.add_argument("--impl", choices=IMPLS, default="auto", help="attention implementation (default: auto)")
     add_compile_arg(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="print per-epoch lines in the seed's format")

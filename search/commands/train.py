@@ -19,6 +19,7 @@ from model import ACTIVATIONS, IMPLS, INITS, NetConfig, SECCANet, count_paramete
 from search.cli import (
     add_compile_arg,
     add_data_args,
+    add_device_arg,
     command,
     data_options,
     int_between,
@@ -66,7 +67,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--init", choices=INITS, default=net.init, help=f"weight init (default: {net.init})")
     recipe.add_argument("--dropout", type=float, default=net.dropout,
                         help=f"dropout on the 784 features before the head (default: {net.dropout:g})")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    add_device_arg(parser)
     parser.add_argument("--impl", choices=IMPLS, default="auto",
                         help="attention implementation; same function either way (default: auto)")
     add_compile_arg(parser)

@@ -499,8 +499,10 @@ def test_evaluate_scores_val_only_for_a_model_that_never_trained_on_it(exported,
     assert run_main(retrain.main, [str(exported), "--epochs", "1", "--out", str(kept), "--no-compile",
                                    "--keep-val"]) == 0
     capsys.readouterr()
-    assert run_main(evaluate.main, [str(merged), "--split", "val"]) == 2
+    assert run_main(evaluate.main, [str(merged), "--eval-on", "val"]) == 2
     assert "was trained on the validation images too" in capsys.readouterr().err
-    assert run_main(evaluate.main, [str(kept), "--split", "val"]) == 0
+    assert run_main(evaluate.main, [str(kept), "--eval-on", "val"]) == 0
+    assert "val loss" in capsys.readouterr().out
+    assert run_main(evaluate.main, [str(kept), "--split", "val"]) == 0  # the flag's old name still works
     assert "val loss" in capsys.readouterr().out
     assert json.loads((kept / "config.json").read_text())["data"]["trained_on_val"] is False
