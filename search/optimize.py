@@ -52,13 +52,40 @@ def pruner_for(args: argparse.Namespace) -> optuna.pruners.BasePruner:
     return make_pruner(args.pruner, search_space.max_epochs(args.space, args.epochs_range), args.rungs)
 
 
-def run_trials(study: optuna.Study, objective, *, budget: int, timeout: float | None, on_trial) -> None:
+def told_elsewhere(exc: BaseException | None) -> bool:
+    """Whether Optuna's final tell failed because the trial was already finished ("Cannot tell a FAIL
+    trial."; for a FAIL state Optuna's own clean-up then raises AssertionError on top of it)."""
+    while exc is not None:
+        if isinstance(exc, ValueError) and str(exc).startswith("Cannot tell a "):
+            return True
+        exc = exc.__context__
+    return False
+
+
+def run_trials(study: optuna.Study, objective, *, budget: int, timeout: float | None, on_trial,
+               log=print) -> None:
     """Run trials one at a time until the study holds ``budget`` finished-or-running trials (a total
     across reruns, workers and machines) or ``timeout`` seconds have passed."""
     start = time.monotonic()
+    running = []
+
+    def tracked(trial: optuna.Trial):
+        running[:] = [trial.number]
+        return objective(trial)
+
     while timeout is None or time.monotonic() - start < timeout:
         fail_stale(study)  # heartbeat check: a dead worker's trial must not hold a budget slot
         trials = study.get_trials(deepcopy=False)
         if counts_toward_total(trials) >= budget:
             return
-        study.optimize(objective, n_trials=1, catch=CATCH, callbacks=[on_trial])
+        try:
+            study.optimize(tracked, n_trials=1, catch=CATCH, callbacks=[on_trial])
+        except (ValueError, AssertionError) as exc:
+            if not (running and told_elsewhere(exc)):
+                raise
+            # Another process finished this trial while it ran: a peer's heartbeat check failed it
+            # (this process's heartbeat came late: the machine paused, the database was slow) and
+            # queued a retry. The study keeps that outcome; this run's result is dropped, and the
+            # worker goes on instead of dying with it.
+            log(f"trial {running[0]}: finished by another process while it ran here (its heartbeat came "
+                "late); this result is dropped, the study keeps the other outcome and its retry")

@@ -53,7 +53,8 @@ def worker_entry(arg_dict: dict, storage_url: str, device_name: str, threads: in
         log = (lambda line: print(f"{prefix} {line}", flush=True)) if args.verbose else None
         objective = Objective.from_args(args, data, device, log=log)
         run_trials(study, objective, budget=args.n_trials, timeout=args.timeout,
-                   on_trial=lambda s, t: print(f"{prefix} {trial_line(t, metric_name)}", flush=True))
+                   on_trial=lambda s, t: print(f"{prefix} {trial_line(t, metric_name)}", flush=True),
+                   log=lambda line: print(f"{prefix} {line}", flush=True))
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:

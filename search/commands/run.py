@@ -291,7 +291,7 @@ def run_in_process(args, device, data, study: optuna.Study, done: int) -> int:
     objective = Objective.from_args(args, data.to(device), device, log=bar.write if args.verbose else None)
     previous = {sig: signal.signal(sig, interrupt_once) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        run_trials(study, objective, budget=args.n_trials, timeout=args.timeout, on_trial=on_trial)
+        run_trials(study, objective, budget=args.n_trials, timeout=args.timeout, on_trial=on_trial, log=bar.write)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     finally:

@@ -385,3 +385,23 @@ def test_nested_balanced_order_gives_balanced_nested_prefixes():
     for n in (10, 100, 300):
         assert torch.bincount(shuffled[order[:n]], minlength=10).tolist() == [n // 10] * 10
     assert rung_sizes(50_000, 3) == [5555, 16666, 50000] and rung_sizes(900, 1) == [900]
+
+
+def test_a_trial_finished_elsewhere_while_it_ran_is_dropped_and_the_loop_goes_on(tmp_path):
+    """A peer's heartbeat check fails a trial whose heartbeat came late (a paused machine, a slow database)
+    while it still runs here; the final tell then raised "Cannot tell a FAIL trial." and killed the worker
+    (and with it the whole run, exit 1). The result is dropped with one line and the loop goes on."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'h.db'}")
+
+    def objective(trial):
+        value = trial.suggest_float("x", 0, 1)
+        if trial.number == 0:  # what a peer's fail_stale_trials does to this trial meanwhile
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        return value
+
+    finished, lines = [], []
+    optimize.run_trials(study, objective, budget=3, timeout=None, on_trial=lambda s, t: finished.append(t.number),
+                        log=lines.append)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert finished == [1, 2]
+    assert len(lines) == 1 and lines[0].startswith("trial 0: finished by another process")
