@@ -26,6 +26,11 @@ from search.trial_curves import store_curves
 METRICS = ("loss", "accuracy")
 METRIC_NAMES = {"loss": "held-out loss", "accuracy": "held-out accuracy"}
 DIRECTIONS = {"loss": "minimize", "accuracy": "maximize"}
+# The pruner's clock when trials are pruned per epoch: a trial reports its held-out value a third of the way
+# into its first epoch (step 1) and after every epoch e (step 3e). Successive halving's rungs (1, 3, 9, 27)
+# then fall at a third of an epoch, 1, 3 and 9 epochs, so most trials stop before paying for one epoch.
+# A study records its clock (user attribute "steps_per_epoch"); studies made before it report per epoch (1).
+STEPS_PER_EPOCH = 3
 
 
 @dataclass
@@ -45,12 +50,14 @@ class Objective:
     live: bool = True  # rewrite the trial's dashboard note after every epoch (else only when it ends)
     epochs: tuple[int, int] | None = None  # --epochs-range (None: the space's own)
     slow_epoch_s: float = 0.0  # search.run's hidden --slow-epoch: lets fault tests stop a process mid-trial
+    steps_per_epoch: int = STEPS_PER_EPOCH  # the study's pruning clock (1: once per epoch, no early report)
 
     @classmethod
     def from_args(cls, args, data: Splits, device: torch.device, log: Callable[[str], None] | None = None):
         """The objective ``search.run``'s options describe (in its process and in each worker process)."""
         return cls(data=data, device=device, space=args.space, metric=args.metric, seed=args.seed, impl=args.impl,
-                   log=log, rungs=args.rungs, live=args.live, epochs=args.epochs_range, slow_epoch_s=args.slow_epoch)
+                   log=log, rungs=args.rungs, live=args.live, epochs=args.epochs_range, slow_epoch_s=args.slow_epoch,
+                   steps_per_epoch=args.steps_per_epoch)
 
     def __post_init__(self) -> None:
         self.sizes = rung_sizes(len(self.data.train_y), self.rungs) if self.rungs > 1 else [len(self.data.train_y)]
@@ -96,8 +103,9 @@ class Objective:
 
     def _fit(self, trial: optuna.Trial, net_config, train_config, size: int, *, per_epoch: bool,
              score_every_epoch: bool = True):
-        """Train a fresh model on the first ``size`` training images; with ``per_epoch``, report the
-        held-out value every epoch and prune by it. -> (model, history, curves, images/s per epoch)."""
+        """Train a fresh model on the first ``size`` training images; with ``per_epoch``, report the held-out
+        value a third into the first epoch and after every epoch (``STEPS_PER_EPOCH``) and prune by it.
+        -> (model, history, curves, images/s per epoch)."""
         torch.manual_seed(self.seed + trial.number)  # init differs per trial, reproducible per study
         model = SECCANet(net_config, impl=self.impl).to(self.device)
         n_params = count_parameters(model)
@@ -110,6 +118,18 @@ class Objective:
         curves = {"train_loss": [], "eval_loss": [], "eval_accuracy": [], "epoch_seconds": []}
         speeds = []
         start = time.perf_counter()
+
+        def report_or_prune(value: float, step: int, where: str) -> None:
+            trial.report(value, step)
+            if trial.should_prune():
+                reason = f"pruned {where}: {METRIC_NAMES[self.metric]} {value:.4f}"
+                trial.set_user_attr("reason", reason)
+                annotate(trial, {**curves, "n_params": n_params, "reason": reason}, status="pruned")
+                raise optuna.TrialPruned(reason)
+
+        def on_peek(loss: float, accuracy: float) -> None:
+            report_or_prune(loss if self.metric == "loss" else accuracy, 1,  # step 1: a third of an epoch
+                            f"a third into epoch 1/{train_config.epochs}")
 
         def on_epoch(result: EpochResult) -> None:
             speeds.append(result.train_images_per_second)
@@ -130,23 +150,23 @@ class Objective:
             if not per_epoch:
                 return
             value = result.eval_loss if self.metric == "loss" else result.eval_accuracy
-            trial.report(value, result.epoch)
             if self.slow_epoch_s:
                 time.sleep(self.slow_epoch_s)
             # Never at the last epoch: the trial has already paid for its whole run, and its final value
             # is exactly what the study compares; pruning it then only throws a finished result away.
-            if result.epoch < train_config.epochs and trial.should_prune():
-                reason = (
-                    f"pruned at epoch {result.epoch}/{train_config.epochs}: {METRIC_NAMES[self.metric]} {value:.4f}"
-                )
-                trial.set_user_attr("reason", reason)
-                annotate(trial, {**curves, "n_params": n_params, "reason": reason}, status="pruned")
-                raise optuna.TrialPruned(reason)
+            if result.epoch < train_config.epochs:
+                report_or_prune(value, result.epoch * self.steps_per_epoch,
+                                f"at epoch {result.epoch}/{train_config.epochs}")
+            else:
+                trial.report(value, result.epoch * self.steps_per_epoch)
 
         try:
+            steps = -(-len(train_y) // train_config.batch_size)
             history = fit(model, train_x, train_y, self.data.held_out_x, self.data.held_out_y, train_config,
                           seed=self.seed + trial.number, on_epoch=on_epoch, log=self.log,
-                          score_every_epoch=score_every_epoch)
+                          score_every_epoch=score_every_epoch,
+                          peek_after=max(1, steps // STEPS_PER_EPOCH),
+                          on_peek=on_peek if per_epoch and self.steps_per_epoch == STEPS_PER_EPOCH else None)
         except DivergedError as exc:
             trial.set_user_attr("reason", str(exc))
             trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))

@@ -10,7 +10,7 @@ import time
 import optuna
 
 from search import space as search_space
-from search.objective import CATCH
+from search.objective import CATCH, STEPS_PER_EPOCH
 from search.recovery import counts_toward_total, fail_stale
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
@@ -36,12 +36,15 @@ def make_pruner(name: str, max_epochs: int = 12, rungs: int = 1) -> optuna.prune
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3,
                                                       min_early_stopping_rate=0)
     if name == "median":
-        # Five full trials before any pruning; after that a trial can be pruned from its first epoch on
-        # (on MNIST the first epoch already ranks configurations well, and it is the cheapest to stop).
+        # Five full trials before any pruning; after that a trial can be pruned from its first report on.
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs * STEPS_PER_EPOCH,
+                                              reduction_factor=3)
     if name == "successive-halving":
+        # The default: rungs at 1, 3, 9, 27 steps (a third of an epoch, 1, 3, 9 epochs: STEPS_PER_EPOCH),
+        # from the very first trials on, where the median rule waits for five full ones. On the 50-trial
+        # default search it cut the wall time and found better answers (README, "Quality per minute").
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     return optuna.pruners.NopPruner()
 

@@ -24,9 +24,8 @@ def format_params(params: dict) -> str:
 def trial_line(trial: FrozenTrial, metric_name: str) -> str:
     state = trial.state.name
     value = f"{metric_name} {trial.value:.4f}" if trial.value is not None else ""
-    if trial.state == TrialState.PRUNED and trial.intermediate_values:
-        step = max(trial.intermediate_values)
-        value = f"{metric_name} {trial.intermediate_values[step]:.4f} at epoch {step}"
+    if trial.state == TrialState.PRUNED:
+        value = trial.user_attrs.get("reason", "").removeprefix("pruned ")  # where, and the value there
     seconds = trial.user_attrs.get("seconds")
     if seconds is None and trial.datetime_complete and trial.datetime_start:
         seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()

@@ -42,7 +42,7 @@ from search.devices import apply_compile_flag, resolve_device
 from search.errors import UsageError
 from search.interrupts import deferred_signals, interrupt_once
 from search.live import INTERVAL_S, LiveDashboard
-from search.objective import DIRECTIONS, METRIC_NAMES, METRICS, Objective
+from search.objective import DIRECTIONS, METRIC_NAMES, METRICS, STEPS_PER_EPOCH, Objective
 from search.optimize import PRUNERS, SAMPLERS, make_sampler, pruner_for, run_trials
 from search.recovery import counts_toward_total, interrupted_numbers, recover, retry_interrupted
 from search.storage import (
@@ -71,7 +71,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--storage", default=None,
                         help="Optuna storage URL, or journal:PATH.log (default: sqlite:///studies/<study-name>.db)")
     parser.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="sampler (default: tpe)")
-    parser.add_argument("--pruner", choices=PRUNERS, default="median", help="pruner (default: median)")
+    parser.add_argument("--pruner", choices=PRUNERS, default="successive-halving",
+                        help="pruner (default: successive-halving: the best third of the trials that reached a third "
+                             "of an epoch go on to one epoch, the best third of those to 3, then 9)")
     parser.add_argument("--space", choices=search_space.SPACES, default="default",
                         help="search space: the four main knobs, or all of the seed's section 1.1 (default: default)")
     parser.add_argument("--rungs", type=int_between(1, 4, "a number of rungs from 1 to 4"), default=1,
@@ -214,6 +216,7 @@ def finish_creation(study: optuna.Study, args: argparse.Namespace, identity: dic
     study.set_metric_names([METRIC_NAMES[args.metric]])
     study.set_user_attr("split_sizes", data_sizes)
     study.set_user_attr("versions", versions())
+    study.set_user_attr("steps_per_epoch", STEPS_PER_EPOCH)  # the pruning clock its trials report on
     if not args.no_seed_trial:
         study.enqueue_trial(search_space.baseline_params(args.space, args.epochs_range),
                             user_attrs={"seed_config": True})
@@ -239,6 +242,8 @@ def main(argv=None) -> int:
     with storage_errors(storage_url), deferred_signals():
         study = open_study(args, storage_url, sizes)
         reaped, interrupted = recover(study), retry_interrupted(study)
+    # Studies made before the clock had thirds of an epoch keep reporting once per epoch.
+    args.steps_per_epoch = study.user_attrs.get("steps_per_epoch", 1)
     if reaped:
         print(f"failed and re-enqueued trial(s) {', '.join(map(str, reaped))}: their worker process is gone")
     if interrupted:

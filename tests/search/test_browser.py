@@ -72,7 +72,7 @@ def test_live_curves_and_page_widths_in_a_real_browser(tmp_path):
     search = subprocess.Popen([sys.executable, "-m", "search.run", "--study-name", "t", "--storage", url,
                                "--dataset", "synthetic", "--train-subset", "200", "--val-size", "200",
                                "--workers", "1", "--no-compile", "--trials", "2", "--epochs-range", "3", "3",
-                               "--slow-epoch", "4"],
+                               "--pruner", "none", "--slow-epoch", "4"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
     dashboard = None
     try:

@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import resource
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -412,3 +413,49 @@ def test_a_rerun_on_an_existing_journal_study_creates_nothing(tmp_path):
     code, out, err = finish(cli(storage, "--trials", "1"))  # total reached: load, check, summary
     assert code == 0, err
     assert creates() == 1
+
+
+def unprivileged(argv: list[str]) -> list[str]:
+    """Root writes into any folder whatever its mode bits (CAP_DAC_OVERRIDE), so a read-only folder only
+    exists for root once those capabilities are gone: as root the command runs under util-linux's
+    ``setpriv`` with them dropped from its bounding set (its own files stay readable: root owns them)."""
+    if os.geteuid() != 0:
+        return argv
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "util-linux's setpriv is needed to drop root's override of file permissions"
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", *argv]
+
+
+@pytest.mark.parametrize("case", ["train -o", "export -o", "run --data-dir", "train --data-dir"])
+def test_a_read_only_folder_is_refused_before_any_work(tmp_path, case):
+    """A read-only output or data folder is one error line, exit 2, before any training or download, and
+    nothing is written there (found by the adversarial pass as root, where mode bits are not enforced)."""
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    if case == "export -o":
+        assert finish(cli(storage, "--trials", "1"))[0] == 0
+    read_only.chmod(0o555)
+    bindir = tmp_path / "bin"  # no npm: a data fetch could only hang or fail offline
+    bindir.mkdir()
+    env = {**ENV, "PATH": str(bindir)}
+    python = [sys.executable, "-m"]
+    argv = {
+        "train -o": [*python, "search.train", "--dataset", "synthetic", "--epochs", "1", "--no-compile",
+                     "-o", str(read_only / "model")],
+        "export -o": [*python, "search.export", "--study-name", "f", "--storage", storage,
+                      "-o", str(read_only / "best.json")],
+        "run --data-dir": [*python, "search.run", "--study-name", "f", "--storage", storage, "--trials", "1",
+                           "--no-compile", "--data-dir", str(read_only / "mnist")],
+        "train --data-dir": [*python, "search.train", "--epochs", "1", "--no-compile",
+                             "--data-dir", str(read_only)],
+    }[case]
+    proc = subprocess.run(unprivileged(argv), capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "writable" in last, proc.stderr
+    assert "epoch" not in proc.stderr.lower()  # refused before training, not after
+    assert list(read_only.iterdir()) == []
+    if case == "run --data-dir":
+        assert not (tmp_path / "s.db").exists()  # checked before the study was created

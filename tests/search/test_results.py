@@ -19,7 +19,8 @@ from search.cli import run_main
 from search.diagnosis import diagnose_trial
 from search.trial_curves import curves_of
 
-FAST = ["--dataset", "synthetic", "--train-subset", "200", "--val-size", "200", "--workers", "1", "--no-compile"]
+FAST = ["--dataset", "synthetic", "--train-subset", "200", "--val-size", "200", "--workers", "1", "--no-compile",
+        "--pruner", "none"]
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +199,7 @@ def test_report_is_self_contained(study_db, tmp_path):
     assert len(page) > 1_000_000  # plotly.js is inlined: the page opens offline
     # It names its metric and what made the study; no axis says "Objective Value".
     assert "best held-out loss" in page.split("</h1>")[0]
-    assert "<td>data set</td><td>synthetic</td>" in page and "<td>pruner (last run)</td><td>median</td>" in page
+    assert "<td>data set</td><td>synthetic</td>" in page and "<td>pruner (last run)</td><td>none</td>" in page
     assert "<td>epochs range</td><td>1 to 3</td>" in page  # the study's --epochs-range
     assert '"Objective Value"' not in page and '"Intermediate Value"' not in page and "held-out loss per epoch" in page
 

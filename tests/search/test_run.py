@@ -13,12 +13,13 @@ from optuna.trial import TrialState
 
 from search import optimize, run
 from search.cli import run_main
+from search.objective import STEPS_PER_EPOCH
 from search.space import baseline_params
 from search.training import TrainConfig
 from search.trial_curves import curves_of
 
 FAST = ["--dataset", "synthetic", "--train-subset", "200", "--val-size", "200", "--workers", "1", "--no-compile",
-        "--epochs-range", "1", "2"]
+        "--pruner", "none", "--epochs-range", "1", "2"]  # pruning has its own tests
 
 
 def load(db):
@@ -39,7 +40,7 @@ def test_resume_continues_to_the_total_and_records_everything(tmp_path, capsys):
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
     first = study.trials[0]
     assert first.params == {**baseline_params(), "epochs": 2} and first.user_attrs["seed_config"] is True
-    assert sorted(first.intermediate_values) == [1, 2]
+    assert sorted(first.intermediate_values) == [1, 3, 6]  # a third into epoch 1, then each epoch
     for key in ("test_loss", "test_accuracy", "seconds", "images_per_second", "device", "n_params"):
         assert key in first.user_attrs, key
     curves = curves_of(first)
@@ -64,18 +65,24 @@ def test_a_pruner_that_always_prunes_gives_pruned_trials(tmp_path, monkeypatch):
     assert run_cli(tmp_path, "--trials", "3", "--epochs-range", "2", "2") == 0
     study = load(tmp_path / "t.db")
     assert [t.state for t in study.trials] == [TrialState.PRUNED] * 3
-    assert all(t.user_attrs["reason"].startswith("pruned at epoch 1/") for t in study.trials)
-    assert all(len(curves_of(t)["eval_loss"]) == 1 for t in study.trials)
+    # Stopped where stopping is cheapest: a third into the first epoch, before it has a curve.
+    assert all(t.user_attrs["reason"].startswith("pruned a third into epoch 1/2: held-out loss ")
+               for t in study.trials)
+    assert all(list(t.intermediate_values) == [1] and curves_of(t)["eval_loss"] == [] for t in study.trials)
 
 
 def test_no_trial_is_pruned_at_its_last_epoch(tmp_path, monkeypatch):
     """A trial that has run all its epochs has paid for its result: even a pruner that always says
     "prune" must not throw it away."""
-    monkeypatch.setattr(optimize, "make_pruner", lambda name, max_epochs, rungs: AlwaysPrune())
+    class PruneAtEveryEpochEnd(optuna.pruners.BasePruner):  # but not a third into the first epoch
+        def prune(self, study, trial):
+            return trial.last_step >= STEPS_PER_EPOCH
+
+    monkeypatch.setattr(optimize, "make_pruner", lambda name, max_epochs, rungs: PruneAtEveryEpochEnd())
     assert run_cli(tmp_path, "--trials", "3", "--epochs-range", "1", "1") == 0
     study = load(tmp_path / "t.db")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
-    assert all(sorted(t.intermediate_values) == [1] for t in study.trials)
+    assert all(sorted(t.intermediate_values) == [1, 3] for t in study.trials)
 
 
 def test_diverging_trial_fails_with_reason_and_the_study_goes_on(tmp_path, monkeypatch):
@@ -355,10 +362,36 @@ def test_the_median_pruner_stops_a_bad_trial_only_after_five_full_ones():
     assert bad_trial_is_pruned()  # from its first epoch on (n_warmup_steps=0), once five trials completed
 
 
+def test_the_default_pruner_stops_most_trials_a_third_into_their_first_epoch(tmp_path, capsys):
+    """The default, successive halving on the epoch clock (STEPS_PER_EPOCH): every trial reports a third into
+    its first epoch (step 1) and after each epoch e (step 3e); only the best third at step 1 goes on to a
+    whole epoch, and trials are stopped only at the rungs (steps 1, 3, 9)."""
+    db = tmp_path / "t.db"
+    argv = [a for a in FAST if a not in ("--pruner", "none")]  # the default pruner
+    assert run_main(run.main, ["--study-name", "t", "--storage", f"sqlite:///{db}", *argv, "--trials", "9",
+                               "--epochs-range", "2", "4"]) == 0
+    study = load(db)
+    assert study.user_attrs["run_settings"]["pruner"] == "successive-halving"
+    for t in study.trials:
+        steps = sorted(t.intermediate_values)
+        epochs_run = len(curves_of(t)["eval_loss"])
+        assert steps == [1] + [3 * e for e in range(1, epochs_run + 1)], steps
+        if t.state == TrialState.PRUNED:
+            assert steps[-1] in (1, 3, 9)
+    at_a_third = [t for t in study.trials if sorted(t.intermediate_values) == [1]]
+    assert len(at_a_third) >= 4, [t.user_attrs.get("reason") for t in study.trials]
+    assert all(t.state == TrialState.PRUNED and t.user_attrs["reason"].startswith("pruned a third into epoch 1/")
+               for t in at_a_third)
+    assert TrialState.COMPLETE in [t.state for t in study.trials]
+    # The per-trial line says where it stopped and the value there.
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(f"trial {at_a_third[0].number:>3}"))
+    assert f"a third into epoch 1/{at_a_third[0].params['epochs']}: held-out loss " in line, line
+
+
 def test_rungs_train_on_nested_growing_samples_and_only_the_best_go_on(tmp_path):
     """--rungs 3 on 900 images: every trial trains on 100 images, the top third of them on 300, the top
     third of those on all 900; only trials that reached all 900 images are COMPLETE and comparable."""
-    assert run_cli(tmp_path, "--trials", "9", "--rungs", "3", "--train-subset", "900") == 0
+    assert run_cli(tmp_path, "--trials", "9", "--rungs", "3", "--train-subset", "900", "--pruner", "median") == 0
     study = load(tmp_path / "t.db")
     assert study.user_attrs["identity"]["rungs"] == 3
     for t in study.trials:
