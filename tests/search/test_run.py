@@ -388,6 +388,21 @@ def test_the_default_pruner_stops_most_trials_a_third_into_their_first_epoch(tmp
     assert f"a third into epoch 1/{at_a_third[0].params['epochs']}: held-out loss " in line, line
 
 
+def test_a_study_made_before_the_third_of_an_epoch_clock_keeps_reporting_per_epoch(tmp_path):
+    """Resuming a study whose trials reported once per epoch (no "steps_per_epoch" attribute) must not mix
+    clocks: its new trials report per epoch too (steps 1, 2, ...), with no report inside the first epoch."""
+    assert run_cli(tmp_path, "--trials", "1") == 0
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 't.db'}")
+    study_id = storage.get_study_id_from_name("t")
+    assert storage.get_study_user_attrs(study_id)["steps_per_epoch"] == STEPS_PER_EPOCH
+    with sqlite3.connect(tmp_path / "t.db") as db:  # as a study written before the attribute existed
+        db.execute("DELETE FROM study_user_attributes WHERE key = 'steps_per_epoch'")
+    storage.engine.dispose()
+    assert run_cli(tmp_path, "--trials", "3") == 0
+    for t in load(tmp_path / "t.db").trials[1:]:
+        assert sorted(t.intermediate_values) == list(range(1, t.params["epochs"] + 1))
+
+
 def test_rungs_train_on_nested_growing_samples_and_only_the_best_go_on(tmp_path):
     """--rungs 3 on 900 images: every trial trains on 100 images, the top third of them on 300, the top
     third of those on all 900; only trials that reached all 900 images are COMPLETE and comparable."""
