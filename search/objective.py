@@ -161,11 +161,10 @@ class Objective:
                 trial.report(value, result.epoch * self.steps_per_epoch)
 
         try:
-            steps = -(-len(train_y) // train_config.batch_size)
             history = fit(model, train_x, train_y, self.data.held_out_x, self.data.held_out_y, train_config,
                           seed=self.seed + trial.number, on_epoch=on_epoch, log=self.log,
                           score_every_epoch=score_every_epoch,
-                          peek_after=max(1, steps // STEPS_PER_EPOCH),
+                          peek_at=1 / STEPS_PER_EPOCH,
                           on_peek=on_peek if per_epoch and self.steps_per_epoch == STEPS_PER_EPOCH else None)
         except DivergedError as exc:
             trial.set_user_attr("reason", str(exc))

@@ -110,13 +110,13 @@ def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, eval_x: 
         eval_y: torch.Tensor, config: TrainConfig, *, seed: int = 0,
         on_epoch: Callable[[EpochResult], None] | None = None,
         log: Callable[[str], None] | None = None, log_every: int = 100,
-        score_every_epoch: bool = True, peek_after: int = 0,
+        score_every_epoch: bool = True, peek_at: float = 1 / 3,
         on_peek: Callable[[float, float], None] | None = None) -> list[EpochResult]:
     """Train ``model`` in place; all tensors already on the model's device. Raises DivergedError.
     ``score_every_epoch=False`` scores the held-out images after the last epoch only (a successive-halving
     rung needs just its final score; scoring 10,000 images each epoch can cost half a small rung).
-    ``peek_after=k``: also score them once after the first epoch's k-th step and pass (loss, accuracy) to
-    ``on_peek``, so a pruner can stop a hopeless run before it pays for a whole epoch."""
+    ``on_peek``: also score them once, ``peek_at`` (a fraction) into the first epoch, and pass (loss, accuracy)
+    to it, so a pruner can stop a hopeless run before it pays for a whole epoch."""
     device = train_x.device
     optimizer = make_optimizer(model.parameters(), config)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -126,6 +126,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, eval_x: 
     scheduler = make_scheduler(optimizer, config, steps * config.epochs)
     # On accelerators, reading the loss every step would stall the queue; check every `check` steps.
     check = 1 if device.type == "cpu" else 50
+    peek_step = max(1, int(steps * peek_at)) if on_peek is not None else 0
     history: list[EpochResult] = []
     model.train()
     for epoch in range(1, config.epochs + 1):
@@ -147,7 +148,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, eval_x: 
                 checked = step + 1
             if log is not None and (step + 1) % log_every == 0:
                 log(f"Epoch[{epoch}/{config.epochs}],Step[{step + 1}/{steps}],Train Loss:{losses[step].item():.4f}")
-            if epoch == 1 and step + 1 == peek_after and on_peek is not None:
+            if epoch == 1 and step + 1 == peek_step:
                 _check_finite(losses, checked, step + 1, epoch)
                 checked = step + 1
                 peek_loss, peek_acc = evaluate(model, eval_x, eval_y)
