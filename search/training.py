@@ -134,6 +134,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, eval_x: 
         order = torch.randperm(n, generator=gen).to(device)
         losses = torch.empty(steps, device=device)
         checked = 0
+        peek_seconds = 0.0  # scoring inside the epoch: wall time, but not training throughput
         for step in range(steps):
             idx = order[step * config.batch_size:(step + 1) * config.batch_size]
             loss = criterion(model(normalize(train_x[idx])), train_y[idx])
@@ -149,14 +150,17 @@ def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, eval_x: 
             if log is not None and (step + 1) % log_every == 0:
                 log(f"Epoch[{epoch}/{config.epochs}],Step[{step + 1}/{steps}],Train Loss:{losses[step].item():.4f}")
             if epoch == 1 and step + 1 == peek_step:
+                synchronize(device)  # so the queued training steps are not counted as the peek's
+                peek_start = time.perf_counter()
                 _check_finite(losses, checked, step + 1, epoch)
                 checked = step + 1
                 peek_loss, peek_acc = evaluate(model, eval_x, eval_y)
                 if not math.isfinite(peek_loss):
                     raise DivergedError(epoch, step + 1, peek_loss)
                 on_peek(peek_loss, peek_acc)
+                peek_seconds = time.perf_counter() - peek_start
         synchronize(device)
-        train_seconds = time.perf_counter() - start
+        train_seconds = time.perf_counter() - start - peek_seconds
         sizes = torch.full((steps,), float(config.batch_size), device=device)
         sizes[-1] = n - (steps - 1) * config.batch_size
         train_loss = float((losses * sizes).sum() / n)

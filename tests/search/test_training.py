@@ -1,5 +1,7 @@
 """The training loop learns, calls back every epoch, and stops on divergence with a typed reason."""
 
+import time
+
 import pytest
 import torch
 
@@ -28,6 +30,24 @@ def test_fit_learns_and_reports_each_epoch(tiny):
     assert len(history[0].step_losses) == 10  # 600 / 64 -> 9 full batches + the kept partial one
     assert lines[0] == f"Epoch[1/3],Step[5/10],Train Loss:{history[0].step_losses[4]:.4f}"
     assert lines[2].startswith("Epoch[1/3],Test Loss:")
+
+
+def test_the_peek_is_scored_once_and_counted_in_wall_time_not_in_throughput(tiny):
+    """on_peek runs once, a third into epoch 1; the time it takes belongs to the epoch's wall time, not to
+    its training images per second (a slow peek must not make training look slow)."""
+    x, y, tx, ty = tiny
+    torch.manual_seed(0)
+    net = SECCANet(NetConfig(hidden_size=16))
+    peeks = []
+
+    def slow_peek(loss, accuracy):
+        peeks.append((loss, accuracy))
+        time.sleep(1.0)
+
+    first = fit(net, x, y, tx, ty, TrainConfig(batch_size=64, epochs=2), on_peek=slow_peek, peek_at=1 / 3)[0]
+    assert len(peeks) == 1 and 0 < peeks[0][1] <= 1
+    assert first.seconds >= 1.0
+    assert len(x) / first.train_images_per_second < first.seconds - 0.9
 
 
 def test_fit_is_reproducible_from_the_seed(tiny):
