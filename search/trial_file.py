@@ -30,9 +30,14 @@ REQUIRED = {"format": str, "space": str, "params": dict, "data": dict}
 OPTIONAL = {"study_name": str, "storage": str, "trial_number": int, "state": str, "metric": str,
             "metric_name": str, "direction": str, "value": (float, int, type(None)), "model": dict, "train": dict,
             "seed": int, "curves": dict, "test_loss": (float, int), "test_accuracy": (float, int),
-            "versions": dict, "reason": str, "diagnosis": str}
+            "versions": dict, "reason": str, "diagnosis": str, "retrain_rule": str}
 # The data identity (search.data), except that a file states the held-out size it was scored on.
 DATA_KEYS = {**IDENTITY_TYPES, "val_size": int}
+# How search.retrain maps the trial's training onto the full training data: the trial's epochs, the epoch
+# of its best held-out score, or as many optimiser steps as the trial took. Export records RETRAIN_RULE,
+# chosen by measuring all three (README, "Quality per minute": how retrain maps the trial's budget).
+EPOCH_RULES = ("same-epochs", "best-epoch", "same-steps")
+RETRAIN_RULE = "same-epochs"
 TYPE_NAMES = {str: "a string", dict: "an object", int: "an integer", float: "a number", bool: "true/false"}
 
 
@@ -72,6 +77,7 @@ def trial_record(study, trial) -> dict:
         "seed": identity.get("seed", 0),
         "curves": {k: v for k, v in curves_of(trial).items() if k != "epoch_seconds"},
         "versions": study.user_attrs.get("versions", {}),
+        "retrain_rule": RETRAIN_RULE,
     }
     for key in ("test_loss", "test_accuracy", "reason", "diagnosis"):
         if key in trial.user_attrs:
@@ -148,6 +154,9 @@ def validate(data: dict, path: Path) -> tuple[NetConfig, TrainConfig, DataOption
             _check_type(f"{path}: {key}", data[key], expected)
     if data["format"] != FORMAT:
         raise UsageError(f"{path}: format {data['format']!r} is not {FORMAT!r}")
+    if data.get("retrain_rule", RETRAIN_RULE) not in EPOCH_RULES:
+        raise UsageError(f"{path}: retrain_rule {data['retrain_rule']!r} is unknown; choose from "
+                         f"{', '.join(EPOCH_RULES)}")
     if data["space"] not in search_space.SPACES:
         raise UsageError(f"{path}: space {data['space']!r} is unknown; choose from {', '.join(search_space.SPACES)}")
     for key in data["data"]:
@@ -178,6 +187,31 @@ def validate(data: dict, path: Path) -> tuple[NetConfig, TrainConfig, DataOption
                                  f"({json.dumps(resolved[name])}); edit params, not {key}")
     options = DataOptions.from_identity(d, where=f"{path}: data")
     return net, train, options
+
+
+def best_epoch(record: dict, where: str = "the file") -> int:
+    """The epoch (from 1) of the trial's best held-out score, from the file's curves."""
+    metric = record.get("metric", "loss")
+    scores = record.get("curves", {}).get("eval_loss" if metric == "loss" else "eval_accuracy")
+    usable = isinstance(scores, list) and scores and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in scores)
+    if not usable:
+        raise UsageError(f"{where} has no usable per-epoch held-out scores (curves) for --epochs-rule best-epoch; "
+                         "use --epochs-rule same-epochs or --epochs N")
+    pick = min if metric == "loss" else max
+    return 1 + scores.index(pick(scores))
+
+
+def retrain_epochs(rule: str, record: dict, epochs: int, batch_size: int, trial_images: int,
+                   retrain_images: int, where: str = "the file") -> int:
+    """Epochs to retrain for under ``rule`` (EPOCH_RULES): the trial trained ``epochs`` epochs of
+    ``trial_images`` images; the retrain sees ``retrain_images`` per epoch."""
+    if rule == "same-epochs":
+        return epochs
+    if rule == "best-epoch":
+        return min(best_epoch(record, where), epochs)
+    steps = epochs * math.ceil(trial_images / batch_size)
+    return max(1, round(steps / math.ceil(retrain_images / batch_size)))
 
 
 def load_trial_file(path: Path) -> tuple[dict, NetConfig, TrainConfig, DataOptions]:

@@ -2,11 +2,14 @@
 
     python -m search.retrain best.json --out runs/best
     python -m search.retrain best.json --epochs 5 --keep-val --verify
+    python -m search.retrain best.json --epochs-rule best-epoch -o runs/best-epoch
 
 Writes, atomically, into --out: model.safetensors, config.json, metrics.json and curves.html (the
 seed's train/test loss plot). By default it trains on train + validation images (all 60k for MNIST)
 and scores the test set after each epoch, as the seed does; --keep-val trains on the training split
-only and scores the held-out split each epoch (the test set once at the end).
+only and scores the held-out split each epoch (the test set once at the end). How many epochs: the
+file's ``retrain_rule`` (export writes same-epochs, the trial's own), --epochs-rule to choose another,
+--epochs N to set them.
 """
 
 from __future__ import annotations
@@ -39,13 +42,18 @@ from search.outputs import AtomicFolder, check_output_folder, write_text_atomic
 from search.plots import retrain_curves, write_html
 from search.storage import STUDY_NAME
 from search.training import evaluate, fit
-from search.trial_file import load_trial_file
+from search.trial_file import EPOCH_RULES, RETRAIN_RULE, best_epoch, load_trial_file, retrain_epochs
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=command("retrain"), description=__doc__.splitlines()[0])
     parser.add_argument("trial_file", type=Path, help="a file written by `python -m search.export`")
-    parser.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: the trial's)")
+    parser.add_argument("--epochs", type=positive_int, default=None,
+                        help="epochs (default: what --epochs-rule gives)")
+    parser.add_argument("--epochs-rule", choices=EPOCH_RULES, default=None,
+                        help="same-epochs: the trial's; best-epoch: the epoch of its best held-out score; "
+                             "same-steps: as many optimiser steps as the trial took (default: the file's "
+                             f"retrain_rule, else {RETRAIN_RULE})")
     add_device_arg(parser)
     parser.add_argument("-o", "--output", "--out", dest="out", type=Path, default=None,
                         help="output folder (default: runs/<study>-trial<N>)")
@@ -104,8 +112,9 @@ def default_output(record: dict) -> Path:
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     record, net_config, train_config, options = load_trial_file(args.trial_file)  # validate before anything
-    if args.epochs is not None:
-        train_config = replace(train_config, epochs=args.epochs)
+    rule = args.epochs_rule or record.get("retrain_rule", RETRAIN_RULE)
+    if args.epochs is None and rule == "best-epoch":
+        best_epoch(record, where=str(args.trial_file))  # a file without curves fails here, before any work
     out = args.out or default_output(record)
     check_output_folder(out, overwrite=args.overwrite)
     device = resolve_device(args.device)
@@ -128,6 +137,14 @@ def main(argv=None) -> int:
         monitor_x, monitor_y, monitor = data.test_x, data.test_y, "test"
     train_x, train_y, monitor_x, monitor_y = (t.to(device) for t in (train_x, train_y, monitor_x, monitor_y))
     test_x, test_y = data.test_x.to(device), data.test_y.to(device)
+    trial_images = min(options.train_subset or len(data.train_y), len(data.train_y))
+    if args.epochs is not None:
+        rule, epochs = "--epochs", args.epochs
+    else:
+        epochs = retrain_epochs(rule, record, train_config.epochs, train_config.batch_size, trial_images,
+                                len(train_y), where=str(args.trial_file))
+    print(f"epochs: {epochs} ({rule}; the trial trained {train_config.epochs} epochs of {trial_images} images)")
+    train_config = replace(train_config, epochs=epochs)
     seed = options.seed if args.seed is None else args.seed
     torch.manual_seed(seed)
     model = SECCANet(net_config, impl=args.impl).to(device)
@@ -141,7 +158,7 @@ def main(argv=None) -> int:
     steps_per_epoch = len(history[0].step_losses)
     metrics = {
         "trial_number": record.get("trial_number"), "study_name": record.get("study_name"),
-        "train_images": len(train_y), "monitor": monitor, "seed": seed, "seconds": seconds,
+        "train_images": len(train_y), "monitor": monitor, "seed": seed, "seconds": seconds, "epochs_rule": rule,
         "epochs": [{"epoch": h.epoch, "train_loss": h.train_loss, f"{monitor}_loss": h.eval_loss,
                     f"{monitor}_accuracy": h.eval_accuracy, "seconds": h.seconds} for h in history],
         "step_train_loss": [v for h in history for v in h.step_losses],

@@ -145,6 +145,52 @@ def test_retrain_verify_reproduces_the_trial(exported, tmp_path, capsys):
     assert "reproduced" in capsys.readouterr().out
 
 
+def test_retrain_epochs_follow_the_rule(exported, tmp_path, capsys):
+    """Export records the retrain rule; --epochs-rule best-epoch retrains for the epoch of the trial's
+    best held-out loss (here the 2nd of 3) and metrics.json says which rule set the epochs."""
+    assert json.loads(exported.read_text())["retrain_rule"] == "same-epochs"
+
+    def three_epochs_best_second(r):
+        r["params"]["epochs"] = r["train"]["epochs"] = 3
+        r["curves"]["eval_loss"] = [0.9, 0.4, 0.6]
+
+    path = mutate(exported, tmp_path, three_epochs_best_second)
+    out = tmp_path / "best-epoch"
+    assert run_main(retrain.main, [path, "--epochs-rule", "best-epoch", "--out", str(out), "--no-compile"]) == 0
+    assert "epochs: 2 (best-epoch; the trial trained 3 epochs of 200 images)" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["epochs"]) == 2 and metrics["epochs_rule"] == "best-epoch"
+    assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 2
+
+
+def test_retrain_epochs_for_each_rule():
+    from search.trial_file import retrain_epochs
+
+    record = {"metric": "loss", "curves": {"eval_loss": [0.3, 0.2, 0.25, 0.26]}}
+    # 4 epochs of 10,000 images at batch 32 (313 steps each) = 1,252 steps = 0.67 epochs of 60,000 (1,875 steps)
+    rules = ("same-epochs", "best-epoch", "same-steps")
+    assert [retrain_epochs(rule, record, 4, 32, 10_000, 60_000) for rule in rules] == [4, 2, 1]
+    assert retrain_epochs("same-steps", record, 12, 64, 50_000, 60_000) == 10  # 12 * 782 / 938 = 10.0
+    accuracy = {"metric": "accuracy", "curves": {"eval_accuracy": [0.9, 0.97, 0.95]}}
+    assert retrain_epochs("best-epoch", accuracy, 3, 64, 1, 1) == 2
+
+
+@pytest.mark.parametrize("change, argv, message", [
+    (lambda r: r.update(retrain_rule="longest"), [], "retrain_rule 'longest' is unknown; choose from same-epochs"),
+    (lambda r: r["curves"].update(eval_loss=[]), ["--epochs-rule", "best-epoch"],
+     "has no usable per-epoch held-out scores (curves) for --epochs-rule best-epoch"),
+    (lambda r: r.update(retrain_rule="best-epoch", curves={}), [], "has no usable per-epoch held-out scores"),
+    (lambda r: r["curves"].update(eval_loss=5), ["--epochs-rule", "best-epoch"], "has no usable per-epoch"),
+])
+def test_retrain_rule_problems_are_one_line_before_training(exported, tmp_path, capsys, change, argv, message):
+    path = mutate(exported, tmp_path, change)
+    out = tmp_path / "never"
+    assert run_main(retrain.main, [path, *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
+
+
 def mutate(exported, tmp_path, change) -> str:
     record = json.loads(exported.read_text())
     change(record)
