@@ -12,11 +12,15 @@ the settings and summary as its note; each trial's note has its curves, test acc
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import sys
+import threading
+from wsgiref.simple_server import WSGIServer, make_server
 
-from search.cli import command, int_between, run_main
+from search.cli import EXIT_INTERRUPTED, command, int_between, run_main
 from search.errors import UsageError
+from search.interrupts import SIGNALS, sigterm_as_interrupt
 from search.storage import check_storage_url, check_study_name, default_storage, redact
 from search.studies import DEFAULT_STUDY_NAME, load_existing_study, study_names
 
@@ -57,8 +61,35 @@ def check_can_listen(host: str, port: int) -> None:
             from None
 
 
+def serve(app, host: str, port: int) -> int:
+    """Serve ``app`` until Ctrl-C or SIGTERM; -> exit code. The signal asks the server to stop after the
+    request in hand: raised as KeyboardInterrupt inside a request, wsgiref's catch-all would swallow it and
+    the server would go on (optuna-dashboard's own run_server does that)."""
+    class Server(WSGIServer):  # IPv6 too (--host ::1)
+        address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+
+    httpd = make_server(host, port, app, server_class=Server)
+    stopped = []
+
+    def stop(signum, frame):
+        stopped.append(signum)
+        for sig in SIGNALS:  # a second signal stops at once
+            signal.signal(sig, sigterm_as_interrupt)
+        threading.Thread(target=httpd.shutdown, daemon=True).start()  # shutdown() waits for the loop
+
+    previous = {sig: signal.signal(sig, stop) for sig in SIGNALS}
+    try:
+        httpd.serve_forever()
+    finally:
+        httpd.server_close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("dashboard stopped (Ctrl-C or SIGTERM)", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
 def main(argv=None) -> int:
-    from optuna_dashboard import run_server
+    from optuna_dashboard import wsgi
 
     args = get_args_parser().parse_args(argv)
     if args.study_name is not None:
@@ -73,8 +104,7 @@ def main(argv=None) -> int:
         what, page = f"{len(names)} stud{'y' if len(names) == 1 else 'ies'}", "/dashboard"
     check_can_listen(args.host, args.port)  # a bad host or a busy port: one line, before the banner
     print(f"optuna-dashboard for {redact(url)} ({what}): http://{args.host}:{args.port}{page}", flush=True)
-    run_server(url, host=args.host, port=args.port)
-    return 0
+    return serve(wsgi(url), args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -342,6 +342,43 @@ def test_dashboard_serves_the_study_trials_and_notes(study_db):
         proc.wait(timeout=10)
 
 
+def test_dashboard_stops_on_sigterm_in_the_middle_of_requests(study_db):
+    """SIGTERM while the dashboard is answering a request stops it (exit 130), instead of being swallowed
+    by the request handler's catch-all and leaving the server running (seen once in CI)."""
+    import threading
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "search.dashboard", *study_args(study_db), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    base, done, answered = f"http://127.0.0.1:{port}", threading.Event(), []
+
+    def hammer():  # keep the server busy inside requests
+        while not done.is_set():
+            try:
+                urllib.request.urlopen(f"{base}/api/studies", timeout=2).read()
+                answered.append(1)
+            except OSError:
+                time.sleep(0.05)
+
+    clients = [threading.Thread(target=hammer, daemon=True) for _ in range(4)]
+    try:
+        for c in clients:
+            c.start()
+        deadline = time.time() + 30
+        while len(answered) < 20 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert len(answered) >= 20, "dashboard did not answer"
+        proc.terminate()
+        code = proc.wait(timeout=10)
+        assert code == 130 and "Traceback" not in proc.stderr.read()
+    finally:
+        done.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def dashboard_banner(argv: list) -> str:
     """Start search.dashboard, return its first line (the URL it prints), stop it."""
     proc = subprocess.Popen([sys.executable, "-m", "search.dashboard", *argv, "--port", str(free_port())],
