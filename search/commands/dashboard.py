@@ -69,10 +69,8 @@ def serve(app, host: str, port: int) -> int:
         address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
 
     httpd = make_server(host, port, app, server_class=Server)
-    stopped = []
 
     def stop(signum, frame):
-        stopped.append(signum)
         for sig in SIGNALS:  # a second signal stops at once
             signal.signal(sig, sigterm_as_interrupt)
         threading.Thread(target=httpd.shutdown, daemon=True).start()  # shutdown() waits for the loop
