@@ -95,7 +95,8 @@ def export_and_retrain(storage: str, study_name: str, folder: Path, tag: str, da
     wall, _ = run_command("search.retrain", str(exported), "--out", str(folder / tag), "--data-dir", data_dir, log=log)
     metrics = json.loads((folder / tag / "metrics.json").read_text())
     return {"params": record["params"], "search_value": record["value"], "retrain_s": round(wall, 1),
-            "test_loss": metrics["test_loss"], "test_accuracy": metrics["test_accuracy"]}
+            "test_loss": metrics["test_loss"], "test_accuracy": metrics["test_accuracy"],
+            "unstable": metrics.get("unstable")}
 
 
 def run_seed(args, seed: int, folder: Path, log: Path) -> dict:
@@ -134,8 +135,9 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         t = r["trials"]
         trials = f"{t['complete']}/{t['pruned']}/{t['fail']}" if t else "-"
+        unstable = " (unstable end)" if r.get("unstable") else ""  # search.retrain's warning: the figures are luck
         lines.append(f"| {r['seed']} | {r['arm']} | {r['search_s']:.0f} | {trials} | {r['retrain_s']:.0f} | "
-                     f"{r['test_loss']:.4f} | {r['test_accuracy']:.2%} |")
+                     f"{r['test_loss']:.4f} | {r['test_accuracy']:.2%}{unstable} |")
     return "\n".join(lines)
 
 

@@ -57,11 +57,14 @@ def edge_warnings(study: optuna.Study, top: int | None = None) -> list[str]:
         at_high = sum(hi - scale(v) <= EDGE_FRACTION * width for v in values)
         for count, edge, where in ((at_low, dist.low, "below"), (at_high, dist.high, "above")):
             if count * 2 >= len(values):
-                out.append(
-                    f"{name}: {count} of the {len(values)} best trials sit at the "
-                    f"{'lower' if where == 'below' else 'upper'} edge {edge:g} of [{dist.low:g}, "
-                    f"{dist.high:g}]; widen the range {where} {edge:g}"
-                )
+                side = "lower" if where == "below" else "upper"
+                crowd = (f"{name}: {count} of the {len(values)} best trials sit at the {side} edge {edge:g} of "
+                         f"[{dist.low:g}, {dist.high:g}]")
+                if where == "below" and edge == 0:
+                    # 0 turns such a knob off (dropout, label smoothing, warm-up); there is no range below it.
+                    out.append(f"{crowd}; the best trials do without it (0 turns it off)")
+                else:
+                    out.append(f"{crowd}; widen the range {where} {edge:g}")
     return out
 
 

@@ -38,6 +38,7 @@ from search.cli import (
 )
 from search.data import load_splits
 from search.devices import apply_compile_flag, resolve_device
+from search.diagnosis import unstable_end
 from search.outputs import AtomicFolder, check_output_folder, write_text_atomic
 from search.plots import retrain_curves, write_html
 from search.storage import STUDY_NAME
@@ -154,6 +155,7 @@ def main(argv=None) -> int:
     history = fit(model, train_x, train_y, monitor_x, monitor_y, train_config, seed=seed,
                   log=lambda line: print(line, flush=True))
     seconds = time.perf_counter() - start
+    unstable = unstable_end([h.train_loss for h in history])
     test_loss, test_acc = evaluate(model, test_x, test_y)
     steps_per_epoch = len(history[0].step_losses)
     metrics = {
@@ -164,6 +166,7 @@ def main(argv=None) -> int:
         "step_train_loss": [v for h in history for v in h.step_losses],
         "test_loss": test_loss, "test_accuracy": test_acc,
         "search_value": record.get("value"), "search_metric": record.get("metric_name"),
+        "unstable": unstable,
     }
     with AtomicFolder(out) as tmp:
         data_record = {**full.identity(), "trained_on_val": not (args.keep_val and full.eval_on == "val")}
@@ -183,10 +186,15 @@ def main(argv=None) -> int:
             )
         )
         write_html(tmp / "curves.html", f"retrained trial {record.get('trial_number')}",
-                   [("summary", f"<p>{html.escape(line)}</p>"), ("curves", fig)])
+                   [("summary", f"<p>{html.escape(line)}</p>"
+                     + (f"<p><b>warning: {html.escape(unstable)}</b></p>" if unstable else "")), ("curves", fig)])
     beside = f"  (the trial's {record.get('metric_name', 'value')} in the search: {record['value']:.4f})" \
         if finite(record.get("value")) else ""
     print(f"test loss {test_loss:.4f}, test accuracy {test_acc:.4f}{beside}")
+    if unstable:
+        # The model is saved all the same (nothing is lost); the user decides, knowing the scores are luck.
+        print(f"warning: {unstable}; these scores are not typical of the configuration: retrain with another "
+              "--seed, or export a trial with a lower learning rate", file=sys.stderr)
     print(f"saved {out}/: model.safetensors, config.json, metrics.json, curves.html ({seconds:.1f} s)")
     print(f"load it with: {command('evaluate')} {out}")
     return 0

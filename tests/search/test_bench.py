@@ -33,3 +33,19 @@ def test_seed_style_dataset_matches_the_seed_transform():
     x, y = ds[1]
     assert y == 2
     torch.testing.assert_close(x, normalize(images[1:2])[0])
+
+
+def test_search_benchmark_table_marks_an_unstable_retrain_and_counts_wins():
+    # The rows of seed 2 of the extended space's measurement (commit after 78ace22): the tool's retrain blew
+    # up in its last epoch; the table must say so next to the figure, and it does not beat the seed's config.
+    from search.commands.bench_search import summarize, table
+
+    tool = {"arm": "tool", "seed": 2, "search_s": 2013.6, "trials": {"complete": 11, "pruned": 48, "fail": 0},
+            "retrain_s": 185.0, "test_loss": 2.6140, "test_accuracy": 0.7902,
+            "unstable": "the mean training loss rose from 0.1376 (epoch 14) to 0.2872 in the last epoch (15)"}
+    base = {"arm": "seed-config", "seed": 2, "search_s": 0.0, "trials": {}, "retrain_s": 77.9,
+            "test_loss": 0.1080, "test_accuracy": 0.9747, "unstable": None}
+    lines = table([tool, base]).splitlines()
+    assert lines[2] == "| 2 | tool | 2014 | 11/48/0 | 185 | 2.6140 | 79.02% (unstable end) |"
+    assert lines[3] == "| 2 | seed-config | 0 | - | 78 | 0.1080 | 97.47% |"
+    assert summarize({2: {"tool": tool, "seed-config": base}})["tool"]["beats_seed_config"] == "0/1"

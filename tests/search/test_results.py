@@ -131,6 +131,32 @@ def test_retrain_seed_changes_only_the_luck(exported, tmp_path):
     assert scores["default"][1] != scores["s7"][1]
 
 
+def test_retrain_warns_when_its_run_ends_unstable(exported, tmp_path, capsys, monkeypatch):
+    # Real training; only the last epoch's train loss is raised, as a run that blows up at its end shows it.
+    from search.commands import retrain as command
+
+    real_fit = command.fit
+
+    def blowing_up(*args, **kwargs):
+        history = real_fit(*args, **kwargs)
+        history[-1].train_loss = 2 * min(h.train_loss for h in history[:-1])
+        return history
+
+    monkeypatch.setattr(command, "fit", blowing_up)
+    out = tmp_path / "unstable"
+    assert run_main(retrain.main, [str(exported), "--epochs", "2", "--out", str(out), "--no-compile"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: the mean training loss rose from" in captured.err and "retrain with another --seed" in captured.err
+    assert "(2): the run went unstable" in json.loads((out / "metrics.json").read_text())["unstable"]
+    assert (out / "model.safetensors").exists()  # the model is kept: the user decides
+    assert "warning: the mean training loss rose" in (out / "curves.html").read_text()
+    monkeypatch.setattr(command, "fit", real_fit)
+    calm = tmp_path / "calm"
+    assert run_main(retrain.main, [str(exported), "--epochs", "2", "--out", str(calm), "--no-compile"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert json.loads((calm / "metrics.json").read_text())["unstable"] is None
+
+
 def test_retrain_curves_put_each_epoch_score_at_its_end():
     from search.plots import retrain_curves
 
@@ -259,6 +285,16 @@ def test_edge_warning_names_the_range_to_widen():
     warnings = report.edge_warnings(study)
     assert warnings == ["lr: 3 of the 3 best trials sit at the upper edge 0.01 of [0.0001, 0.01]; widen the range "
                         "above 0.01"]
+
+
+def test_edge_warning_at_zero_says_the_knob_is_off():
+    # Nothing lies below 0 for a knob that 0 turns off: the report must not advise widening the range below it.
+    study = optuna.create_study()
+    for smoothing, value in [(0.002, 0.1), (0.0, 0.11), (0.005, 0.12), (0.1, 0.5), (0.15, 0.6)]:
+        study.add_trial(optuna.trial.create_trial(params={"label_smoothing": smoothing}, value=value, distributions={
+            "label_smoothing": optuna.distributions.FloatDistribution(0.0, 0.2)}))
+    assert report.edge_warnings(study) == ["label_smoothing: 3 of the 3 best trials sit at the lower edge 0 of [0, "
+                                           "0.2]; the best trials do without it (0 turns it off)"]
 
 
 def test_compare_trials_and_files(study_db, exported, tmp_path, capsys):
