@@ -81,7 +81,7 @@ def diagnose(train: Sequence[float], held: Sequence[float], *, num_classes: int 
     return GOOD_FIT
 
 
-UNSTABLE_RISE = 0.5  # a healthy run's epoch train loss only falls; a measured blow-up doubled it (0.138 -> 0.287)
+UNSTABLE_RISE = 0.5  # a healthy run ends near its lowest train loss; a measured blow-up doubled it (0.138 -> 0.287)
 
 
 def unstable_end(train: Sequence[float]) -> str | None:
