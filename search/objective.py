@@ -101,6 +101,21 @@ class Objective:
         annotate(trial, {**curves, **final, "n_params": count_parameters(model)}, status="complete")
         return value
 
+    def repeat_value(self, params: dict, seed: int) -> float | None:
+        """One more run of a trial's params with another ``seed`` (search.rescore): all of this process's
+        training images (a trial's last rung), no pruning, scored once at the end. None: it diverged."""
+        net_config, train_config = search_space.configs(params)
+        torch.manual_seed(seed)
+        model = SECCANet(net_config, impl=self.impl).to(self.device)
+        try:
+            history = fit(model, self.data.train_x, self.data.train_y, self.data.held_out_x, self.data.held_out_y,
+                          train_config, seed=seed, score_every_epoch=False,
+                          on_epoch=(lambda _: time.sleep(self.slow_epoch_s)) if self.slow_epoch_s else None)
+        except DivergedError:
+            return None
+        last = history[-1]
+        return last.eval_loss if self.metric == "loss" else last.eval_accuracy
+
     def _fit(self, trial: optuna.Trial, net_config, train_config, size: int, *, per_epoch: bool,
              score_every_epoch: bool = True):
         """Train a fresh model on the first ``size`` training images; with ``per_epoch``, report the held-out

@@ -25,6 +25,7 @@ from search.storage import (
     sqlite_path,
     storage_error,
 )
+from search.summary import best_trial
 
 DEFAULT_STUDY_NAME = "se-cca-mnist"
 
@@ -90,7 +91,7 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
         if not completed_trials(study):
             raise UsageError(f"study {study.study_name!r} has no completed trial yet ({len(trials)} trials); "
                              "let `python -m search.run` finish one, or pick one with --trial N")
-        return study.best_trial
+        return best_trial(study)  # by the mean of its runs where trials were re-scored (--repeats)
     match = [t for t in trials if t.number == number]
     if not match:
         span = f"0..{trials[-1].number}" if trials else "none"

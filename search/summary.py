@@ -8,6 +8,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.cli import command
+from search.rescore import best_by_mean, ranked
 from search.storage import default_storage, journal_path, redact
 
 
@@ -48,10 +49,23 @@ def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The study's answer: the best by the mean of its runs where trials were re-scored (--repeats), else
+    Optuna's best trial."""
+    row = best_by_mean(study)
+    if row is not None:
+        return row["trial"]
     try:
         return study.best_trial
     except ValueError:  # no completed trial yet
         return None
+
+
+def format_runs(row: dict) -> str:
+    """A re-scored trial's runs: 'mean 0.0512 +- 0.0011 over 3 runs (0.0500, 0.0520, 0.0516)'."""
+    runs = ", ".join("diverged" if v is None else f"{v:.4f}" for v in row["values"])
+    if any(v is None for v in row["values"]):
+        return f"a run diverged ({runs})"
+    return f"mean {row['mean']:.4f} +- {row['std']:.4f} over {len(row['values'])} runs ({runs})"
 
 
 def settings_rows(study: optuna.Study) -> list[tuple[str, str]]:
@@ -94,7 +108,11 @@ def summary(study: optuna.Study, storage: str, metric_name: str) -> str:
     if best is None:
         lines.append("no completed trial yet")
     else:
-        lines.append(f"best: trial {best.number}, {metric_name} {best.value:.4f}")
+        row = best_by_mean(study)
+        if row is not None:
+            lines.append(f"best: trial {best.number}, {metric_name} {format_runs(row)}")
+        else:
+            lines.append(f"best: trial {best.number}, {metric_name} {best.value:.4f}")
         width = max((len(k) for k in best.params), default=0)
         lines += [f"  {k:<{width}}  {format_value(v)}" for k, v in best.params.items()]
         for key in ("test_loss", "test_accuracy"):
@@ -109,6 +127,12 @@ def summary(study: optuna.Study, storage: str, metric_name: str) -> str:
             lines.append(f"the seed config (trial {baseline.number}) is still the best")
         elif baseline is not None:
             lines.append(f"seed config (trial {baseline.number}): {baseline.state.name.lower()}")
+    if rows := ranked(study):
+        lines.append("re-scored with more seeds (--repeats), by the mean of their runs:")
+        lines += [f"  trial {r['trial'].number}: {format_runs(r)}" for r in rows]
+        if best is not None and best_by_mean(study) is None:
+            lines.append(f"  trial {best.number}, the best single run, finished after the re-scoring: run "
+                         "search.run with --repeats again to re-score it")
     journal = journal_path(storage)
     dashboard_arg = str(journal) if journal is not None else redact(storage)  # it opens a journal file directly
     lines += ["next:",

@@ -22,6 +22,7 @@ from search.cli import SEED_MAX, command
 from search.data import DATASETS, EVAL_ON, IDENTITY_TYPES, DataOptions
 from search.errors import UsageError
 from search.objective import METRIC_NAMES
+from search.rescore import ranked, repeats_record
 from search.training import TrainConfig
 from search.trial_curves import curves_of
 
@@ -30,7 +31,7 @@ REQUIRED = {"format": str, "space": str, "params": dict, "data": dict}
 OPTIONAL = {"study_name": str, "storage": str, "trial_number": int, "state": str, "metric": str,
             "metric_name": str, "direction": str, "value": (float, int, type(None)), "model": dict, "train": dict,
             "seed": int, "curves": dict, "test_loss": (float, int), "test_accuracy": (float, int),
-            "versions": dict, "reason": str, "diagnosis": str, "retrain_rule": str}
+            "versions": dict, "reason": str, "diagnosis": str, "retrain_rule": str, "repeats": dict}
 # The data identity (search.data), except that a file states the held-out size it was scored on.
 DATA_KEYS = {**IDENTITY_TYPES, "val_size": int}
 # How search.retrain maps the trial's training onto the full training data: the trial's epochs, the epoch
@@ -82,6 +83,9 @@ def trial_record(study, trial) -> dict:
     for key in ("test_loss", "test_accuracy", "reason", "diagnosis"):
         if key in trial.user_attrs:
             record[key] = trial.user_attrs[key]
+    rescored = [r for r in ranked(study) if r["trial"].number == trial.number]
+    if rescored:  # search.run --repeats: every held-out value of its runs, their mean and spread
+        record["repeats"] = repeats_record(rescored[0])
     return record
 
 

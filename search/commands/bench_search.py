@@ -12,6 +12,9 @@ as a user types them):
               kernels, no seed trial (``--timeout W``)
   random      the same with random search
   seed-config the seed's own configuration (the tool study's trial 0), retrained the same way
+  tool-single with ``--repeats`` in --tool-flags: the tool study's best single run (Optuna's best trial),
+              retrained the same way, beside the tool's pick by the mean of its runs; its search time
+              leaves out the re-scoring
 Each arm's best is exported and retrained on the full training data (``search.retrain``); the test set
 is read only there, after the search. The table gives search wall time, trials finished, and the
 retrained test loss and accuracy; the last line is one JSON object with every figure.
@@ -73,11 +76,15 @@ def run_command(module: str, *args: str, log: Path) -> tuple[float, str]:
     return wall, proc.stdout
 
 
-def finished_trials(storage: str, study_name: str) -> dict:
+def load(storage: str, study_name: str):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def finished_trials(storage: str, study_name: str) -> dict:
+    study = load(storage, study_name)
     counts = {"complete": 0, "pruned": 0, "fail": 0}
     for t in study.get_trials(deepcopy=False):
         name = t.state.name.lower()
@@ -94,9 +101,21 @@ def export_and_retrain(storage: str, study_name: str, folder: Path, tag: str, da
     record = json.loads(exported.read_text())
     wall, _ = run_command("search.retrain", str(exported), "--out", str(folder / tag), "--data-dir", data_dir, log=log)
     metrics = json.loads((folder / tag / "metrics.json").read_text())
-    return {"params": record["params"], "search_value": record["value"], "retrain_s": round(wall, 1),
+    return {"trial_number": record.get("trial_number"), "params": record["params"], "search_value": record["value"],
+            "repeats": record.get("repeats"), "retrain_s": round(wall, 1),
             "test_loss": metrics["test_loss"], "test_accuracy": metrics["test_accuracy"],
             "unstable": metrics.get("unstable")}
+
+
+def best_single_run(storage: str, study_name: str) -> tuple[int, float] | None:
+    """For a study re-scored with --repeats: (Optuna's best trial, the seconds the re-scoring took); else None."""
+    from search.rescore import stored_repeats
+
+    study = load(storage, study_name)
+    repeats = stored_repeats(study)
+    if not repeats:
+        return None
+    return study.best_trial.number, round(sum(r.get("seconds", 0.0) for runs in repeats.values() for r in runs), 1)
 
 
 def run_seed(args, seed: int, folder: Path, log: Path) -> dict:
@@ -121,6 +140,15 @@ def run_seed(args, seed: int, folder: Path, log: Path) -> dict:
         row.update(export_and_retrain(storage, name, folder, name, args.data_dir, log))
         if arm in args.arms:
             results[arm] = row
+        if arm == "tool" and (single := best_single_run(storage, name)):
+            number, rescore_s = single
+            print(f"seed {seed}: retraining the best single run (trial {number}) ...", file=sys.stderr, flush=True)
+            other = {**row, "arm": "tool-single", "search_s": round(wall - rescore_s, 1), "rescore_s": rescore_s}
+            row["rescore_s"] = rescore_s
+            if number != row["trial_number"]:
+                other.update(export_and_retrain(storage, name, folder, f"tool-single-s{seed}", args.data_dir, log,
+                                                trial=number))
+            results["tool-single"] = other
         if arm == "tool":  # the seed's configuration is the tool study's trial 0
             print(f"seed {seed}: retraining the seed's configuration ...", file=sys.stderr, flush=True)
             base = {"arm": "seed-config", "seed": seed, "search_s": 0.0, "trials": {}}

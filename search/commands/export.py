@@ -37,6 +37,10 @@ def main(argv=None) -> int:
     record["storage"] = redact(url)
     write_text_atomic(args.output, json.dumps(record, indent=2) + "\n")
     value = "no value" if trial.value is None else f"{record['metric_name']} {trial.value:.4f}"
+    if "repeats" in record:  # picked by the mean of its runs (search.run --repeats)
+        runs = record["repeats"]
+        value += (f"; mean of its {len(runs['values'])} runs {runs['mean']:.4f} +- {runs['std']:.4f}"
+                  if runs["mean"] is not None else f"; one of its {len(runs['values'])} runs diverged")
     print(f"wrote {args.output}: trial {trial.number} ({trial.state.name.lower()}, {value})")
     print(f"next: {command('retrain')} {args.output}")
     return 0

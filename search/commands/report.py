@@ -25,8 +25,9 @@ from search.cli import command, run_main
 from search.diagnosis import REMEDIES, diagnose_trial
 from search.errors import UsageError
 from search.plots import learning_curves, table_html, write_html
+from search.rescore import best_by_mean, ranked
 from search.studies import add_study_args, completed_trials, study_and_output
-from search.summary import baseline_trial, settings_rows
+from search.summary import baseline_trial, best_trial, format_params, format_runs, settings_rows
 from search.trial_curves import curves_of
 
 EDGE_FRACTION = 0.05  # within 5% of the range (log scale for log params) counts as "at the edge"
@@ -88,7 +89,13 @@ def build_sections(study: optuna.Study) -> list:
     warnings = edge_warnings(study)
     if warnings:
         sections.append(("search-range warnings", "".join(f'<p class="warn">{html.escape(w)}</p>' for w in warnings)))
-    best, baseline = study.best_trial, baseline_trial(study)
+    rows = ranked(study)
+    if rows:
+        sections.append(("re-scored with more seeds (--repeats): the best by the mean of its runs",
+                         table_html(["trial", f"{name}: runs", "params"], [
+                             [r["trial"].number, format_runs(r), format_params(r["trial"].params)] for r in rows],
+                             sortable=False)))
+    best, baseline = best_trial(study), baseline_trial(study)
     curves = {f"best (trial {best.number})": curves_of(best)}
     if baseline is not None and baseline.number != best.number:
         curves[f"seed config (trial {baseline.number})"] = curves_of(baseline)
@@ -159,9 +166,11 @@ def main(argv=None) -> int:
     if not completed_trials(study):
         raise UsageError(f"study {args.study_name!r} has no completed trial yet; nothing to report")
     states = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState}
+    best = best_trial(study)
     title = (f"study {study.study_name}: {len(study.trials)} trials ("
              + ", ".join(f"{n} {k}" for k, n in states.items() if n) + f"), best {metric_name(study)} "
-             f"{study.best_value:.4f} (trial {study.best_trial.number})")
+             f"{best.value:.4f} (trial {best.number}"
+             + (", by the mean of its runs: see below" if best_by_mean(study) else "") + ")")
     write_html(args.output, title, build_sections(study))
     print(f"wrote {args.output}")
     for line in edge_warnings(study):

@@ -45,6 +45,7 @@ from search.live import INTERVAL_S, LiveDashboard
 from search.objective import DIRECTIONS, METRIC_NAMES, METRICS, STEPS_PER_EPOCH, Objective
 from search.optimize import PRUNERS, SAMPLERS, make_sampler, pruner_for, run_trials
 from search.recovery import counts_toward_total, interrupted_numbers, recover, retry_interrupted
+from search.rescore import TOP, missing_repeats, rescore
 from search.storage import (
     HEARTBEAT_INTERVAL_S,
     check_storage_url,
@@ -115,6 +116,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     # Seconds to wait after each epoch: lets the fault tests stop a process mid-trial. Not for users.
     parser.add_argument("--slow-epoch", type=positive_float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int_between(0, 10, "a number of repeats from 0 to 10"), default=0,
+                        help=f"once the trials are done, train each of the {TOP} best complete trials this many more "
+                             "times with other seeds (same params, data and held-out split); export, the summary and "
+                             "the report then pick the best by the mean of its runs (default: 0, off)")
     parser.add_argument("--create-only", action="store_true",
                         help="create the study (and enqueue the seed trial), then exit: start workers after")
     add_data_args(parser)
@@ -274,9 +279,15 @@ def main(argv=None) -> int:
                 code = run_worker_processes(args, storage_url, devices, study)
             else:
                 code = run_in_process(args, devices[0], data, study, done)
+            rescoring = code == 0 and args.repeats > 0
+            if rescoring:
+                code = rescore_in_process(args, devices[0], data, study)
         print(f"\n{summary(study, storage_url, metric_name)}")
     print(f"wall time {time.perf_counter() - start:.1f} s")
-    if code == EXIT_INTERRUPTED:
+    if code == EXIT_INTERRUPTED and rescoring:
+        print(f"interrupted while re-scoring: {len(missing_repeats(study, args.repeats))} repeat run(s) left (those "
+              "done are kept); run the same command to finish them", file=sys.stderr)
+    elif code == EXIT_INTERRUPTED:
         stopped = sorted(interrupted_numbers(study) - interrupted_before)
         what = (f"trial(s) {', '.join(map(str, stopped))} were marked FAIL and will run again first; "
                 if stopped else "no trial was running; ")
@@ -303,6 +314,20 @@ def run_in_process(args, device, data, study: optuna.Study, done: int) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         bar.close()
+    return 0
+
+
+def rescore_in_process(args, device, data, study: optuna.Study) -> int:
+    """--repeats: re-score the best trials here, after the trials (search.rescore)."""
+    objective = Objective.from_args(args, data.to(device), device)
+    previous = {sig: signal.signal(sig, interrupt_once) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        rescore(study, objective.repeat_value, args.repeats, args.seed, log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 

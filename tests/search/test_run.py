@@ -138,6 +138,8 @@ def cli(cwd, *args, timeout=120):
     (["--heartbeat-interval", "100000000"], "argument --heartbeat-interval: expected seconds from 1 to 3600"),
     (["--study-name", "abc\n"], "--study-name 'abc\\n': use letters, digits"),
     (["--workers", "0"], "argument --workers: expected auto or a number of workers from 1 to 256"),
+    (["--repeats", "11"], "argument --repeats: expected a number of repeats from 0 to 10, got '11'"),
+    (["--repeats", "-1"], "argument --repeats: expected a number of repeats from 0 to 10, got '-1'"),
     (["--epochs-range", "3", "2"], "--epochs-range 3 2: need 1 <= LOW <= HIGH <= 12 (the default space's maximum)"),
     (["--epochs-range", "1", "30"], "--epochs-range 1 30: need 1 <= LOW <= HIGH <= 12"),
     (["--epochs-range", "0", "2"], "argument --epochs-range: expected a positive integer, got '0'"),
