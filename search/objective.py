@@ -20,12 +20,22 @@ from search.data import Splits, nested_balanced_order, rung_sizes
 from search.diagnosis import diagnose_trial, note_markdown
 from search.errors import DivergedError
 from search.recovery import INTERRUPTED
-from search.training import EpochResult, evaluate, fit
+from search.training import EpochResult, Scores, evaluate, fit
+from search.trial_curves import KEYS as CURVE_KEYS
 from search.trial_curves import store_curves
 
-METRICS = ("loss", "accuracy")
-METRIC_NAMES = {"loss": "held-out loss", "accuracy": "held-out accuracy"}
-DIRECTIONS = {"loss": "minimize", "accuracy": "maximize"}
+# What a trial is scored by (--metric): its name, its direction, and the EpochResult/Scores field (and curves
+# key) that holds it. "calibrated-loss" is the held-out loss at its best temperature (training.py says why).
+METRICS = ("loss", "accuracy", "calibrated-loss")
+METRIC_NAMES = {"loss": "held-out loss", "accuracy": "held-out accuracy",
+                "calibrated-loss": "calibrated held-out loss"}
+DIRECTIONS = {"loss": "minimize", "accuracy": "maximize", "calibrated-loss": "minimize"}
+METRIC_FIELDS = {"loss": "eval_loss", "accuracy": "eval_accuracy", "calibrated-loss": "eval_calibrated_loss"}
+
+
+def metric_value(scores, metric: str) -> float:
+    """``metric`` read from an EpochResult or a Scores."""
+    return getattr(scores, METRIC_FIELDS[metric])
 # The pruner's clock when trials are pruned per epoch: a trial reports its held-out value a third of the way
 # into its first epoch (step 1) and after every epoch e (step 3e). Successive halving's rungs (1, 3, 9, 27)
 # then fall at a third of an epoch, 1, 3 and 9 epochs, so most trials stop before paying for one epoch.
@@ -78,7 +88,7 @@ class Objective:
             model, history, curves, speeds = self._fit(trial, net_config, train_config, size,
                                                        per_epoch=self.rungs == 1, score_every_epoch=last_rung)
             last = history[-1]
-            value = last.eval_loss if self.metric == "loss" else last.eval_accuracy
+            value = metric_value(last, self.metric)
             if self.rungs > 1:
                 step = 3 ** rung  # the resource in Optuna's SuccessiveHalvingPruner: 1, 3, 9 (x 1/9 of the images)
                 trial.report(value, step)
@@ -113,8 +123,7 @@ class Objective:
                           on_epoch=(lambda _: time.sleep(self.slow_epoch_s)) if self.slow_epoch_s else None)
         except DivergedError:
             return None
-        last = history[-1]
-        return last.eval_loss if self.metric == "loss" else last.eval_accuracy
+        return metric_value(history[-1], self.metric)
 
     def _fit(self, trial: optuna.Trial, net_config, train_config, size: int, *, per_epoch: bool,
              score_every_epoch: bool = True):
@@ -130,7 +139,7 @@ class Objective:
             train_x, train_y = self.data.train_x[idx], self.data.train_y[idx]
         else:
             train_x, train_y = self.data.train_x, self.data.train_y
-        curves = {"train_loss": [], "eval_loss": [], "eval_accuracy": [], "epoch_seconds": []}
+        curves = {key: [] for key in CURVE_KEYS}
         speeds = []
         start = time.perf_counter()
 
@@ -142,8 +151,8 @@ class Objective:
                 annotate(trial, {**curves, "n_params": n_params, "reason": reason}, status="pruned")
                 raise optuna.TrialPruned(reason)
 
-        def on_peek(loss: float, accuracy: float) -> None:
-            report_or_prune(loss if self.metric == "loss" else accuracy, 1,  # step 1: a third of an epoch
+        def on_peek(scores: Scores) -> None:
+            report_or_prune(metric_value(scores, self.metric), 1,  # step 1: a third of an epoch
                             f"a third into epoch 1/{train_config.epochs}")
 
         def on_epoch(result: EpochResult) -> None:
@@ -153,6 +162,7 @@ class Objective:
             curves["train_loss"].append(round(result.train_loss, 4))
             curves["eval_loss"].append(round(result.eval_loss, 4))
             curves["eval_accuracy"].append(round(result.eval_accuracy, 4))
+            curves["eval_calibrated_loss"].append(round(result.eval_calibrated_loss, 4))
             curves["epoch_seconds"].append(round(result.seconds, 2))
             # Stored every epoch: pruned trials keep their curves, and the dashboard shows a running
             # trial's progress (its note; the study's live figure).
@@ -164,7 +174,7 @@ class Objective:
                                   + (f" on {size} images" if size < len(self.data.train_y) else ""))
             if not per_epoch:
                 return
-            value = result.eval_loss if self.metric == "loss" else result.eval_accuracy
+            value = metric_value(result, self.metric)
             if self.slow_epoch_s:
                 time.sleep(self.slow_epoch_s)
             # Never at the last epoch: the trial has already paid for its whole run, and its final value

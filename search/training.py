@@ -58,6 +58,7 @@ class EpochResult:
     train_loss: float  # mean over the epoch's images
     eval_loss: float | None  # held-out; None on epochs that were not scored (``score_every_epoch=False``)
     eval_accuracy: float | None
+    eval_calibrated_loss: float | None  # held-out loss at its best temperature (``calibrated_cross_entropy``)
     seconds: float  # training + evaluation
     train_images_per_second: float
     step_losses: list[float] = field(default_factory=list, repr=False)
@@ -89,21 +90,61 @@ def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
+@dataclass(frozen=True)
+class Scores:
+    """One scoring of held-out (or test) images; the names are EpochResult's, so a metric reads either."""
+
+    eval_loss: float  # mean cross-entropy
+    eval_accuracy: float
+    eval_calibrated_loss: float  # mean cross-entropy at the best temperature (calibrated_cross_entropy)
+
+
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = EVAL_BATCH):
-    """-> (mean cross-entropy, accuracy) over uint8 images ``x`` and labels ``y`` on the model's device."""
+def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = EVAL_BATCH) -> Scores:
+    """Score uint8 images ``x`` with labels ``y`` (on the model's device); one forward pass for all three."""
     was_training = model.training
     model.eval()
-    total_loss = torch.zeros((), device=x.device, dtype=torch.float64)
-    correct = torch.zeros((), device=x.device, dtype=torch.int64)
-    for start in range(0, len(y), batch_size):
-        logits = model(normalize(x[start:start + batch_size]))
-        labels = y[start:start + batch_size]
-        total_loss += nn.functional.cross_entropy(logits.float(), labels, reduction="sum").double()
-        correct += (logits.argmax(1) == labels).sum()
+    logits = torch.cat([model(normalize(x[start:start + batch_size])).float()
+                        for start in range(0, len(y), batch_size)]) if len(y) else torch.zeros(0, 10)
     model.train(was_training)
-    n = max(1, len(y))
-    return total_loss.item() / n, correct.item() / n
+    if not len(y):
+        return Scores(0.0, 0.0, 0.0)
+    loss = nn.functional.cross_entropy(logits, y, reduction="sum").double().item() / len(y)
+    accuracy = (logits.argmax(1) == y).sum().item() / len(y)
+    return Scores(loss, accuracy, calibrated_cross_entropy(logits, y) if math.isfinite(loss) else loss)
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = EVAL_BATCH):
+    """-> (mean cross-entropy, accuracy) over uint8 images ``x`` and labels ``y`` on the model's device."""
+    scores = score(model, x, y, batch_size=batch_size)
+    return scores.eval_loss, scores.eval_accuracy
+
+
+def calibrated_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, iterations: int = 40) -> float:
+    """The mean cross-entropy of ``logits / T`` at the temperature T that minimises it (temperature scaling,
+    Guo et al. 2017; the "calibrated log-likelihood" Ashukha et al. 2020 compare models by).
+
+    Why: a network trained at a constant rate grows over-confident after a few epochs, so its plain
+    held-out loss rises while it still gets better at telling digits apart. One fitted temperature removes
+    the over-confidence and leaves how well the logits rank the classes. Cross-entropy is convex in 1/T,
+    so a golden-section search over log(1/T) in [1/20, 20] finds the minimum."""
+    def loss_at(log_beta: float) -> float:
+        return nn.functional.cross_entropy(logits * math.exp(log_beta), labels).item()
+
+    ratio = (math.sqrt(5) - 1) / 2
+    low, high = math.log(1 / 20), math.log(20)
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    loss_a, loss_b = loss_at(a), loss_at(b)
+    for _ in range(iterations):
+        if loss_a < loss_b:
+            high, b, loss_b = b, a, loss_a
+            a = high - ratio * (high - low)
+            loss_a = loss_at(a)
+        else:
+            low, a, loss_a = a, b, loss_b
+            b = low + ratio * (high - low)
+            loss_b = loss_at(b)
+    return min(loss_a, loss_b, loss_at(0.0))  # never above the plain loss (T = 1)
 
 
 def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor,
@@ -111,11 +152,11 @@ def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, eval_x: 
         on_epoch: Callable[[EpochResult], None] | None = None,
         log: Callable[[str], None] | None = None, log_every: int = 100,
         score_every_epoch: bool = True, peek_at: float = 1 / 3,
-        on_peek: Callable[[float, float], None] | None = None) -> list[EpochResult]:
+        on_peek: Callable[[Scores], None] | None = None) -> list[EpochResult]:
     """Train ``model`` in place; all tensors already on the model's device. Raises DivergedError.
     ``score_every_epoch=False`` scores the held-out images after the last epoch only (a successive-halving
     rung needs just its final score; scoring 10,000 images each epoch can cost half a small rung).
-    ``on_peek``: also score them once, ``peek_at`` (a fraction) into the first epoch, and pass (loss, accuracy)
+    ``on_peek``: also score them once, ``peek_at`` (a fraction) into the first epoch, and pass the Scores
     to it, so a pruner can stop a hopeless run before it pays for a whole epoch."""
     device = train_x.device
     optimizer = make_optimizer(model.parameters(), config)
@@ -154,10 +195,10 @@ def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, eval_x: 
                 peek_start = time.perf_counter()
                 _check_finite(losses, checked, step + 1, epoch)
                 checked = step + 1
-                peek_loss, peek_acc = evaluate(model, eval_x, eval_y)
-                if not math.isfinite(peek_loss):
-                    raise DivergedError(epoch, step + 1, peek_loss)
-                on_peek(peek_loss, peek_acc)
+                peek = score(model, eval_x, eval_y)
+                if not math.isfinite(peek.eval_loss):
+                    raise DivergedError(epoch, step + 1, peek.eval_loss)
+                on_peek(peek)
                 peek_seconds = time.perf_counter() - peek_start
         synchronize(device)
         train_seconds = time.perf_counter() - start - peek_seconds
@@ -165,10 +206,12 @@ def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, eval_x: 
         sizes[-1] = n - (steps - 1) * config.batch_size
         train_loss = float((losses * sizes).sum() / n)
         scored = score_every_epoch or epoch == config.epochs
-        eval_loss, eval_acc = evaluate(model, eval_x, eval_y) if scored else (None, None)
+        scores = score(model, eval_x, eval_y) if scored else None
+        eval_loss = scores.eval_loss if scores else None
         if log is not None and scored:
             log(f"Epoch[{epoch}/{config.epochs}],Test Loss:{eval_loss:.4f}")
-        result = EpochResult(epoch, train_loss, eval_loss, eval_acc, time.perf_counter() - start,
+        result = EpochResult(epoch, train_loss, eval_loss, scores and scores.eval_accuracy,
+                             scores and scores.eval_calibrated_loss, time.perf_counter() - start,
                              n / train_seconds, losses.tolist())
         history.append(result)
         if scored and not math.isfinite(eval_loss):

@@ -1,9 +1,9 @@
 """A trial's per-epoch curves: stored with the trial, kept off its dashboard page.
 
-The train loss, held-out loss, held-out accuracy and seconds of every epoch are written after each
-epoch as one trial *system* attribute, ``curves``, the way Optuna's own artifacts record themselves
+The train loss, held-out loss, held-out accuracy, calibrated held-out loss and seconds of every epoch are
+written after each epoch as one trial *system* attribute, ``curves``, the way Optuna's own artifacts record themselves
 (``storage.set_trial_system_attr``). Not as user attributes: optuna-dashboard lists those on the
-trial's page one unbroken line each, and 20 epochs of four lists made that page wider than the
+trial's page one unbroken line each, and 20 epochs of these lists made that page wider than the
 window. People see the curves in the trial's note (a table) and in the study's live figure.
 """
 
@@ -12,7 +12,9 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial
 
-KEYS = ("train_loss", "eval_loss", "eval_accuracy", "epoch_seconds")
+# eval_calibrated_loss: the held-out loss at its best temperature (search.training.calibrated_cross_entropy);
+# studies from before it have none (an empty list).
+KEYS = ("train_loss", "eval_loss", "eval_accuracy", "eval_calibrated_loss", "epoch_seconds")
 
 
 def store_curves(trial: optuna.Trial, curves: dict[str, list[float]]) -> None:

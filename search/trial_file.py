@@ -21,7 +21,7 @@ from search import space as search_space
 from search.cli import SEED_MAX, command
 from search.data import DATASETS, EVAL_ON, IDENTITY_TYPES, DataOptions
 from search.errors import UsageError
-from search.objective import METRIC_NAMES
+from search.objective import DIRECTIONS, METRIC_FIELDS, METRIC_NAMES
 from search.rescore import ranked, repeats_record
 from search.training import TrainConfig
 from search.trial_curves import curves_of
@@ -196,13 +196,13 @@ def validate(data: dict, path: Path) -> tuple[NetConfig, TrainConfig, DataOption
 def best_epoch(record: dict, where: str = "the file") -> int:
     """The epoch (from 1) of the trial's best held-out score, from the file's curves."""
     metric = record.get("metric", "loss")
-    scores = record.get("curves", {}).get("eval_loss" if metric == "loss" else "eval_accuracy")
+    scores = record.get("curves", {}).get(METRIC_FIELDS.get(metric, "eval_loss"))
     usable = isinstance(scores, list) and scores and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in scores)
     if not usable:
         raise UsageError(f"{where} has no usable per-epoch held-out scores (curves) for --epochs-rule best-epoch; "
                          "use --epochs-rule same-epochs or --epochs N")
-    pick = min if metric == "loss" else max
+    pick = max if DIRECTIONS.get(metric) == "maximize" else min
     return 1 + scores.index(pick(scores))
 
 

@@ -39,6 +39,7 @@ from search.cli import (
 from search.data import load_splits
 from search.devices import apply_compile_flag, resolve_device
 from search.diagnosis import unstable_end
+from search.objective import METRIC_FIELDS, metric_value
 from search.outputs import AtomicFolder, check_output_folder, write_text_atomic
 from search.plots import retrain_curves, write_html
 from search.storage import STUDY_NAME
@@ -84,7 +85,7 @@ def verify(record: dict, net_config, train_config, options, device, tolerance: f
     history = fit(model, data.train_x, data.train_y, data.held_out_x, data.held_out_y, train_config,
                   seed=options.seed + number)
     metric = record.get("metric", "loss")
-    value = history[-1].eval_loss if metric == "loss" else history[-1].eval_accuracy
+    value = metric_value(history[-1], metric if metric in METRIC_FIELDS else "loss")
     expected = record.get("value")
     if expected is None:
         print(f"verify: re-run gives {value:.4f}; the trial stored no value to compare with")

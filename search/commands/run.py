@@ -86,7 +86,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="search epochs from LOW to HIGH only, at most the space's own maximum (quick studies; "
                              "the seed's trial gets its 10 epochs clamped into the range) (default: the space's)")
     parser.add_argument("--metric", choices=METRICS, default="loss",
-                        help="minimise held-out loss or maximise held-out accuracy (default: loss)")
+                        help="minimise the held-out loss, maximise held-out accuracy, or minimise the held-out loss "
+                             "at its best temperature (calibrated-loss: ranks over-confident long runs by how well "
+                             "they tell the classes apart) (default: loss)")
     parser.add_argument("--no-seed-trial", action="store_true",
                         help="do not enqueue the seed's configuration as a new study's first trial")
     parser.add_argument(

@@ -17,6 +17,7 @@ from search.objective import STEPS_PER_EPOCH
 from search.space import baseline_params
 from search.training import TrainConfig
 from search.trial_curves import curves_of
+from search.trial_file import best_epoch
 
 FAST = ["--dataset", "synthetic", "--train-subset", "200", "--val-size", "200", "--workers", "1", "--no-compile",
         "--pruner", "none", "--epochs-range", "1", "2"]  # pruning has its own tests
@@ -44,7 +45,7 @@ def test_resume_continues_to_the_total_and_records_everything(tmp_path, capsys):
     for key in ("test_loss", "test_accuracy", "seconds", "images_per_second", "device", "n_params"):
         assert key in first.user_attrs, key
     curves = curves_of(first)
-    assert [len(v) for v in curves.values()] == [2, 2, 2, 2]
+    assert [len(v) for v in curves.values()] == [2, 2, 2, 2, 2]
     assert curves["eval_loss"][-1] == pytest.approx(first.value, abs=5e-5)  # stored to 4 decimals
     assert study.metric_names == ["held-out loss"]
     assert study.user_attrs["identity"]["dataset"] == "synthetic"
@@ -107,6 +108,23 @@ def test_accuracy_metric_maximises(tmp_path):
     study = load(tmp_path / "t.db")
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
     assert 0 <= study.trials[0].value <= 1 and study.metric_names == ["held-out accuracy"]
+
+
+def test_calibrated_loss_metric_scores_by_the_loss_at_the_best_temperature(tmp_path):
+    assert run_cli(tmp_path, "--trials", "1", "--metric", "calibrated-loss") == 0
+    study = load(tmp_path / "t.db")
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert study.metric_names == ["calibrated held-out loss"]
+    trial = study.trials[0]
+    curves = curves_of(trial)
+    assert trial.value == pytest.approx(curves["eval_calibrated_loss"][-1], abs=5e-5)
+    assert trial.value <= curves["eval_loss"][-1] + 5e-5
+    assert max(trial.intermediate_values) == 3 * len(curves["eval_loss"])  # reported every epoch, by this metric
+    assert trial.intermediate_values[max(trial.intermediate_values)] == trial.value
+    # retrain's best-epoch rule reads the same curve
+    record = {"metric": "calibrated-loss", "curves": {"eval_loss": [0.1, 0.2, 0.3],
+                                                      "eval_calibrated_loss": [0.3, 0.1, 0.2]}}
+    assert best_epoch(record) == 2
 
 
 def test_incompatible_rerun_is_refused(tmp_path, capsys):

@@ -4,11 +4,12 @@ import time
 
 import pytest
 import torch
+from torch import nn
 
 from model import NetConfig, SECCANet
 from search.data import make_synthetic
 from search.errors import DivergedError
-from search.training import TrainConfig, evaluate, fit
+from search.training import TrainConfig, calibrated_cross_entropy, evaluate, fit, score
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +41,12 @@ def test_the_peek_is_scored_once_and_counted_in_wall_time_not_in_throughput(tiny
     net = SECCANet(NetConfig(hidden_size=16))
     peeks = []
 
-    def slow_peek(loss, accuracy):
-        peeks.append((loss, accuracy))
+    def slow_peek(scores):
+        peeks.append(scores)
         time.sleep(1.0)
 
     first = fit(net, x, y, tx, ty, TrainConfig(batch_size=64, epochs=2), on_peek=slow_peek, peek_at=1 / 3)[0]
-    assert len(peeks) == 1 and 0 < peeks[0][1] <= 1
+    assert len(peeks) == 1 and 0 < peeks[0].eval_accuracy <= 1
     assert first.seconds >= 1.0
     assert len(x) / first.train_images_per_second < first.seconds - 0.9
 
@@ -119,3 +120,25 @@ def test_label_smoothing_changes_training_but_not_the_scored_loss(tiny):
     (plain, plain_eval), (smooth, smooth_eval) = results
     assert smooth.train_loss > plain.train_loss  # the smoothed targets' loss cannot reach 0
     assert plain.eval_loss == pytest.approx(plain_eval) and smooth.eval_loss == pytest.approx(smooth_eval)
+
+
+def test_the_calibrated_loss_is_the_loss_at_the_best_temperature(tiny):
+    """An over-confident copy of the same logits (x 6) has a much higher plain loss but the same calibrated
+    loss; it equals the minimum over a fine grid of temperatures and never exceeds the plain loss."""
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (2000,), generator=gen)
+    logits = torch.randn(2000, 10, generator=gen) + 2.0 * nn.functional.one_hot(labels, 10)
+    plain = nn.functional.cross_entropy(logits, labels).item()
+    grid = min(nn.functional.cross_entropy(logits * b, labels).item() for b in torch.linspace(0.05, 4, 4000))
+    calibrated = calibrated_cross_entropy(logits, labels)
+    assert calibrated == pytest.approx(grid, abs=1e-5) and calibrated <= plain
+    sharp = logits * 6
+    assert nn.functional.cross_entropy(sharp, labels).item() > 1.5 * calibrated
+    assert calibrated_cross_entropy(sharp, labels) == pytest.approx(calibrated, abs=1e-5)
+    # score(): the three figures from one pass agree with evaluate()
+    x, y, tx, ty = tiny
+    torch.manual_seed(0)
+    net = SECCANet(NetConfig(hidden_size=16))
+    scores = score(net, tx, ty)
+    assert (scores.eval_loss, scores.eval_accuracy) == pytest.approx(evaluate(net, tx, ty))
+    assert scores.eval_calibrated_loss <= scores.eval_loss
