@@ -36,6 +36,8 @@ METRIC_FIELDS = {"loss": "eval_loss", "accuracy": "eval_accuracy", "calibrated-l
 def metric_value(scores, metric: str) -> float:
     """``metric`` read from an EpochResult or a Scores."""
     return getattr(scores, METRIC_FIELDS[metric])
+
+
 # The pruner's clock when trials are pruned per epoch: a trial reports its held-out value a third of the way
 # into its first epoch (step 1) and after every epoch e (step 3e). Successive halving's rungs (1, 3, 9, 27)
 # then fall at a third of an epoch, 1, 3 and 9 epochs, so most trials stop before paying for one epoch.

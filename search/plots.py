@@ -12,11 +12,14 @@ from search.outputs import write_text_atomic
 
 
 def learning_curves(curves: dict[str, dict], *, held_out_label: str = "held-out") -> go.Figure:
-    """Loss (train dotted, held-out solid) and held-out accuracy per epoch, one colour per run.
+    """Loss (train dotted, held-out solid, held-out at its best temperature dash-dot where the curves have
+    it) and held-out accuracy per epoch, one colour per run.
 
     One legend entry per run (its label; clicking it hides all three of its lines): three entries per
     run made the legend longer than the figure in a dashboard card. Hovering a line names it in full."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"loss (dotted: train, solid: {held_out_label})",
+    calibrated = any(c.get("eval_calibrated_loss") for c in curves.values())
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"loss (dotted: train, solid: {held_out_label}"
+                                                        + (", dash-dot: calibrated)" if calibrated else ")"),
                                                         f"{held_out_label} accuracy"))
     palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
     for i, (label, c) in enumerate(curves.items()):
@@ -26,6 +29,10 @@ def learning_curves(curves: dict[str, dict], *, held_out_label: str = "held-out"
         fig.add_trace(go.Scatter(y=c.get("train_loss", []), name=f"{label}: train loss", showlegend=False,
                                  **{**common, "line": {"color": color, "dash": "dot"}}), row=1, col=1)
         fig.add_trace(go.Scatter(y=c.get("eval_loss", []), name=label, **common), row=1, col=1)
+        if c.get("eval_calibrated_loss"):
+            fig.add_trace(go.Scatter(y=c["eval_calibrated_loss"], name=f"{label}: calibrated {held_out_label} loss",
+                                     showlegend=False, **{**common, "line": {"color": color, "dash": "dashdot"}}),
+                          row=1, col=1)
         fig.add_trace(go.Scatter(y=c.get("eval_accuracy", []), name=f"{label}: {held_out_label} accuracy",
                                  showlegend=False, **common), row=1, col=2)
     fig.update_xaxes(title_text="epoch")

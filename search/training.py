@@ -102,13 +102,13 @@ class Scores:
 @torch.inference_mode()
 def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = EVAL_BATCH) -> Scores:
     """Score uint8 images ``x`` with labels ``y`` (on the model's device); one forward pass for all three."""
+    if not len(y):
+        return Scores(0.0, 0.0, 0.0)
     was_training = model.training
     model.eval()
     logits = torch.cat([model(normalize(x[start:start + batch_size])).float()
-                        for start in range(0, len(y), batch_size)]) if len(y) else torch.zeros(0, 10)
+                        for start in range(0, len(y), batch_size)])
     model.train(was_training)
-    if not len(y):
-        return Scores(0.0, 0.0, 0.0)
     loss = nn.functional.cross_entropy(logits, y, reduction="sum").double().item() / len(y)
     accuracy = (logits.argmax(1) == y).sum().item() / len(y)
     return Scores(loss, accuracy, calibrated_cross_entropy(logits, y) if math.isfinite(loss) else loss)

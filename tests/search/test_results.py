@@ -166,6 +166,17 @@ def test_retrain_curves_put_each_epoch_score_at_its_end():
     assert list(acc.y) == [0.88, 0.93]
 
 
+def test_learning_curves_draw_the_calibrated_loss_where_the_curves_hold_it():
+    from search.plots import learning_curves
+
+    old = {"train_loss": [0.5, 0.3], "eval_loss": [0.4, 0.35], "eval_accuracy": [0.9, 0.92]}
+    new = {**old, "eval_calibrated_loss": [0.38, 0.3]}
+    assert [t.line.dash for t in learning_curves({"a": old}).data] == ["dot", None, None]
+    fig = learning_curves({"a": old, "b": new})
+    assert [list(t.y) for t in fig.data if t.line.dash == "dashdot"] == [[0.38, 0.3]]
+    assert "dash-dot: calibrated" in fig.layout.annotations[0].text
+
+
 def test_retrain_verify_reproduces_the_trial(exported, tmp_path, capsys):
     assert run_main(retrain.main, [str(exported), "--verify", "--epochs", "1", "--out", str(tmp_path / "v")]) == 0
     assert "reproduced" in capsys.readouterr().out
