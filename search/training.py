@@ -100,24 +100,33 @@ class Scores:
 
 
 @torch.inference_mode()
+def _logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    logits = torch.cat([model(normalize(x[start:start + batch_size])).float()
+                        for start in range(0, len(x), batch_size)])
+    model.train(was_training)
+    return logits
+
+
+def _loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    loss = nn.functional.cross_entropy(logits, y, reduction="sum").double().item() / len(y)
+    return loss, (logits.argmax(1) == y).sum().item() / len(y)
+
+
 def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = EVAL_BATCH) -> Scores:
     """Score uint8 images ``x`` with labels ``y`` (on the model's device); one forward pass for all three."""
     if not len(y):
         return Scores(0.0, 0.0, 0.0)
-    was_training = model.training
-    model.eval()
-    logits = torch.cat([model(normalize(x[start:start + batch_size])).float()
-                        for start in range(0, len(y), batch_size)])
-    model.train(was_training)
-    loss = nn.functional.cross_entropy(logits, y, reduction="sum").double().item() / len(y)
-    accuracy = (logits.argmax(1) == y).sum().item() / len(y)
+    logits = _logits(model, x, batch_size)
+    loss, accuracy = _loss_and_accuracy(logits, y)
     return Scores(loss, accuracy, calibrated_cross_entropy(logits, y) if math.isfinite(loss) else loss)
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = EVAL_BATCH):
-    """-> (mean cross-entropy, accuracy) over uint8 images ``x`` and labels ``y`` on the model's device."""
-    scores = score(model, x, y, batch_size=batch_size)
-    return scores.eval_loss, scores.eval_accuracy
+    """-> (mean cross-entropy, accuracy) over uint8 images ``x`` and labels ``y`` on the model's device; no
+    temperature fitted (the test set's figures are reported as they are)."""
+    return _loss_and_accuracy(_logits(model, x, batch_size), y) if len(y) else (0.0, 0.0)
 
 
 def calibrated_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, iterations: int = 40) -> float:
