@@ -12,11 +12,15 @@ their own (complete, pruned, or failed for a reason of their own) and running on
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
+from datetime import datetime, timedelta
 
 import optuna
 from optuna.storages import RDBStorage, fail_stale_trials
+from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.storages._rdb import models
 from optuna.trial import TrialState
 
 KEEP_ON_RETRY = ("seed_config",)
@@ -89,8 +93,44 @@ def retry_interrupted(study: optuna.Study) -> list[int]:
 
 def fail_stale(study: optuna.Study) -> None:
     """Run Optuna's heartbeat check now (RDB only), so stale trials do not hold budget slots."""
-    if isinstance(study._storage, RDBStorage) and study._storage.is_heartbeat_enabled():
+    if is_heartbeat_enabled(study._storage):  # Optuna wraps an RDBStorage in a cache: ask the wrapper
         fail_stale_trials(study)
+        fail_beatless(study)
+
+
+def fail_beatless(study: optuna.Study) -> list[int]:
+    """Fail and retry RUNNING trials that never wrote a heartbeat and started over a grace period ago.
+
+    Optuna writes a trial's first heartbeat from a thread, a moment after the trial is RUNNING, and its
+    stale check skips trials with no heartbeat row: a worker killed in that moment (seen in CI: SQLite
+    can hold the thread's first write back) would leave its trial RUNNING for ever. A live worker beats
+    within one interval, so no beat after a whole grace period means a dead one. ``datetime_start`` is
+    the starting worker's local clock; the grace period covers the usual skew between machines.
+    """
+    storage = study._storage
+    rdb = getattr(storage, "_backend", storage)  # the RDBStorage inside Optuna's cache
+    assert isinstance(rdb, RDBStorage)
+    grace = rdb.grace_period or 2 * rdb.heartbeat_interval
+    cutoff = datetime.now() - timedelta(seconds=grace)
+    old = [t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+           if t.datetime_start is not None and t.datetime_start < cutoff]
+    if not old:
+        return []
+    with rdb.scoped_session() as session:  # which of them have a heartbeat row
+        beating = {row.trial_id for row in session.query(models.TrialHeartbeatModel.trial_id)
+                   .filter(models.TrialHeartbeatModel.trial_id.in_(old))}
+    failed = []
+    for trial_id in set(old) - beating:
+        try:  # the same steps as Optuna's fail_stale_trials, so its retry callback runs as usual
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                failed.append(trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it first
+            pass
+    callback = storage.get_heartbeat_stale_trial_callback()
+    for trial_id in failed:
+        if callback is not None:
+            callback(study, copy.deepcopy(storage.get_trial(trial_id)))
+    return failed
 
 
 def recover(study: optuna.Study) -> list[int]:

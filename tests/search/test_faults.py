@@ -185,6 +185,27 @@ def test_kill_9_is_failed_and_retried_by_the_heartbeat(tmp_path):
     assert len(retries) == 1 and retries[0].params == dead.params
 
 
+def test_a_worker_killed_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
+    """Optuna writes a trial's first heartbeat from a thread, a moment after the trial is RUNNING, and its
+    stale check skips trials with no heartbeat at all: a worker killed in that moment (seen in CI) left
+    its trial RUNNING for ever, holding a budget slot. Here the dead worker is a trial asked for and
+    never beaten, on 'another host' (out of the pid check's reach)."""
+    storage = f"sqlite:///{tmp_path / 'b.db'}"
+    assert finish(cli(storage, "--trials", "1"))[0] == 0
+    study = load(storage)
+    before = completed(study)
+    victim = study.ask(fixed_distributions=study.trials[0].distributions)  # RUNNING, no heartbeat
+    study._storage.set_trial_user_attr(victim._trial_id, "host", "another-machine")
+    time.sleep(4)  # grace period: 3 heartbeat intervals of 1 s
+    code, out, err = finish(cli(storage, "--trials", "3"))
+    assert code == 0, err
+    study = check_invariants(storage, before)
+    dead = study.trials[victim.number]
+    assert dead.state == TrialState.FAIL
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1 and retries[0].params == dead.params
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_every_worker_and_marks_trials_fail(tmp_path, sig):
     storage = f"sqlite:///{tmp_path / 's.db'}"
