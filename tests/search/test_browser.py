@@ -108,7 +108,7 @@ def test_live_curves_and_page_widths_in_a_real_browser(tmp_path):
                             str(report)], check=True, env=env, capture_output=True)
             page.goto(report.as_uri())
             text = page.inner_text("body")
-            assert "best held-out loss" in text and "data set" in text and "synthetic" in text
+            assert "best calibrated held-out loss" in text and "data set" in text and "synthetic" in text
             assert page_width(page) <= WIDTH
             browser.close()
     finally:

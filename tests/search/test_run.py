@@ -33,9 +33,9 @@ def run_cli(tmp_path, *args):
 
 
 def test_resume_continues_to_the_total_and_records_everything(tmp_path, capsys):
-    assert run_cli(tmp_path, "--trials", "2") == 0
+    assert run_cli(tmp_path, "--trials", "2", "--metric", "loss") == 0
     assert len(load(tmp_path / "t.db").trials) == 2
-    assert run_cli(tmp_path, "--trials", "4") == 0
+    assert run_cli(tmp_path, "--trials", "4") == 0  # no --metric: the study's own
     out = capsys.readouterr().out
     study = load(tmp_path / "t.db")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
@@ -67,7 +67,7 @@ def test_a_pruner_that_always_prunes_gives_pruned_trials(tmp_path, monkeypatch):
     study = load(tmp_path / "t.db")
     assert [t.state for t in study.trials] == [TrialState.PRUNED] * 3
     # Stopped where stopping is cheapest: a third into the first epoch, before it has a curve.
-    assert all(t.user_attrs["reason"].startswith("pruned a third into epoch 1/2: held-out loss ")
+    assert all(t.user_attrs["reason"].startswith("pruned a third into epoch 1/2: calibrated held-out loss ")
                for t in study.trials)
     assert all(list(t.intermediate_values) == [1] and curves_of(t)["eval_loss"] == [] for t in study.trials)
 
@@ -125,6 +125,26 @@ def test_calibrated_loss_metric_scores_by_the_loss_at_the_best_temperature(tmp_p
     record = {"metric": "calibrated-loss", "curves": {"eval_loss": [0.1, 0.2, 0.3],
                                                       "eval_calibrated_loss": [0.3, 0.1, 0.2]}}
     assert best_epoch(record) == 2
+
+
+def test_the_default_metric_is_the_calibrated_loss_on_a_sample_and_a_rerun_keeps_its_studys(tmp_path, capsys):
+    assert run_cli(tmp_path, "--trials", "1") == 0  # FAST trains on a --train-subset sample
+    study = load(tmp_path / "t.db")
+    assert study.user_attrs["identity"]["metric"] == "calibrated-loss"
+    assert study.metric_names == ["calibrated held-out loss"]
+    assert run.resolve_metric(None, None, None) == "loss"  # all images: the plain held-out loss
+    # a study made with another metric goes on without the flag, and refuses another one
+    other = tmp_path / "other"
+    other.mkdir()
+    assert run_cli(other, "--trials", "1", "--metric", "accuracy") == 0
+    assert run_cli(other, "--trials", "2") == 0
+    study = load(other / "t.db")
+    assert len(study.trials) == 2 and study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert study.user_attrs["identity"]["metric"] == "accuracy"
+    capsys.readouterr()
+    assert run_cli(other, "--trials", "3", "--metric", "loss") == 2
+    assert "(metric 'accuracy' -> 'loss')" in capsys.readouterr().err
+    assert len(load(other / "t.db").trials) == 2
 
 
 def test_incompatible_rerun_is_refused(tmp_path, capsys):
@@ -405,7 +425,7 @@ def test_the_default_pruner_stops_most_trials_a_third_into_their_first_epoch(tmp
     assert TrialState.COMPLETE in [t.state for t in study.trials]
     # The per-trial line says where it stopped and the value there.
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(f"trial {at_a_third[0].number:>3}"))
-    assert f"a third into epoch 1/{at_a_third[0].params['epochs']}: held-out loss " in line, line
+    assert f"a third into epoch 1/{at_a_third[0].params['epochs']}: calibrated held-out loss " in line, line
 
 
 def test_a_study_made_before_the_third_of_an_epoch_clock_keeps_reporting_per_epoch(tmp_path):
