@@ -105,7 +105,9 @@ def fail_beatless(study: optuna.Study) -> list[int]:
     stale check skips trials with no heartbeat row: a worker killed in that moment (seen in CI: SQLite
     can hold the thread's first write back) would leave its trial RUNNING for ever. A live worker beats
     within one interval, so no beat after a whole grace period means a dead one. ``datetime_start`` is
-    the starting worker's local clock; the grace period covers the usual skew between machines.
+    the starting worker's local clock (Optuna's): across machines whose clocks or time zones differ, a dead
+    trial is failed that much later, or a live one in its first moment (before its first beat), whose
+    result the study then drops as "finished by another process" (``optimize.run_trials``).
     """
     storage = study._storage
     rdb = getattr(storage, "_backend", storage)  # the RDBStorage inside Optuna's cache

@@ -215,7 +215,7 @@ def resolve_metric(requested: str | None, stored: dict | None, train_subset: int
     """The flag if given; else the study's own metric (a rerun need not repeat it); else, for a new study,
     the calibrated loss on a --train-subset sample and the plain loss on all images: on a sample the plain
     loss picked 2-3 epoch runs at high rates whose retrain lost to the seed's config (quick mode beat it in
-    1 of 5 seeds, with the calibrated loss 3 of 5); on all images the plain loss did better (README,
+    1 of 5 seeds, with the calibrated loss 4 of 7); on all images the plain loss did better (README,
     "Quality per minute")."""
     if requested is not None:
         return requested
