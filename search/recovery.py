@@ -1,7 +1,7 @@
 """Never leave a trial RUNNING: fail the trials of dead workers and retry them with the same params.
 
 - RDB storages (SQLite, PostgreSQL, MySQL) have Optuna's heartbeat: ``fail_stale`` fails trials whose
-  worker stopped beating (after the grace period) and Optuna's retry callback enqueues them again.
+  worker stopped beating, or never beat, for the grace period and Optuna's retry callback enqueues them again.
 - Journal files have no heartbeat: every trial records its host and pid (``user_attrs``), and
   ``reap_dead_trials`` fails RUNNING trials of this host whose process is gone, then enqueues a retry.
 - A trial stopped by Ctrl-C or SIGTERM ends FAIL (Optuna's rule) with the reason ``INTERRUPTED``;
@@ -12,15 +12,12 @@ their own (complete, pruned, or failed for a reason of their own) and running on
 
 from __future__ import annotations
 
-import copy
 import os
 import socket
-from datetime import datetime, timedelta
 
 import optuna
-from optuna.storages import RDBStorage, fail_stale_trials
+from optuna.storages import fail_stale_trials
 from optuna.storages._heartbeat import is_heartbeat_enabled
-from optuna.storages._rdb import models
 from optuna.trial import TrialState
 
 KEEP_ON_RETRY = ("seed_config",)
@@ -92,47 +89,10 @@ def retry_interrupted(study: optuna.Study) -> list[int]:
 
 
 def fail_stale(study: optuna.Study) -> None:
-    """Run Optuna's heartbeat check now (RDB only), so stale trials do not hold budget slots."""
+    """Run Optuna's heartbeat check now (RDB only), so stale trials do not hold budget slots. Our storage
+    (``storage.BeatCheckedRDBStorage``) also counts trials whose worker died before its first beat."""
     if is_heartbeat_enabled(study._storage):  # Optuna wraps an RDBStorage in a cache: ask the wrapper
         fail_stale_trials(study)
-        fail_beatless(study)
-
-
-def fail_beatless(study: optuna.Study) -> list[int]:
-    """Fail and retry RUNNING trials that never wrote a heartbeat and started over a grace period ago.
-
-    Optuna writes a trial's first heartbeat from a thread, a moment after the trial is RUNNING, and its
-    stale check skips trials with no heartbeat row: a worker killed in that moment (seen in CI: SQLite
-    can hold the thread's first write back) would leave its trial RUNNING for ever. A live worker beats
-    within one interval, so no beat after a whole grace period means a dead one. ``datetime_start`` is
-    the starting worker's local clock (Optuna's): across machines whose clocks or time zones differ, a dead
-    trial is failed that much later, or a live one in its first moment (before its first beat), whose
-    result the study then drops as "finished by another process" (``optimize.run_trials``).
-    """
-    storage = study._storage
-    rdb = getattr(storage, "_backend", storage)  # the RDBStorage inside Optuna's cache
-    assert isinstance(rdb, RDBStorage)
-    grace = rdb.grace_period or 2 * rdb.heartbeat_interval
-    cutoff = datetime.now() - timedelta(seconds=grace)
-    old = [t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-           if t.datetime_start is not None and t.datetime_start < cutoff]
-    if not old:
-        return []
-    with rdb.scoped_session() as session:  # which of them have a heartbeat row
-        beating = {row.trial_id for row in session.query(models.TrialHeartbeatModel.trial_id)
-                   .filter(models.TrialHeartbeatModel.trial_id.in_(old))}
-    failed = []
-    for trial_id in set(old) - beating:
-        try:  # the same steps as Optuna's fail_stale_trials, so its retry callback runs as usual
-            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                failed.append(trial_id)
-        except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it first
-            pass
-    callback = storage.get_heartbeat_stale_trial_callback()
-    for trial_id in failed:
-        if callback is not None:
-            callback(study, copy.deepcopy(storage.get_trial(trial_id)))
-    return failed
 
 
 def recover(study: optuna.Study) -> list[int]:

@@ -22,11 +22,14 @@ import sqlite3
 import time
 import traceback
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._rdb import models
 from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import TrialState
 
 from search.errors import StorageError, UsageError, one_line, root_cause
 
@@ -240,7 +243,7 @@ def open_storage(url: str, *, heartbeat_interval: int | None = HEARTBEAT_INTERVA
         if heartbeat_interval:
             heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": 3 * heartbeat_interval,
                          "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=3)}
-        storage = retry_on_race(lambda: RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat))
+        storage = retry_on_race(lambda: BeatCheckedRDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat))
         if path is not None:
             begin_immediate(storage.engine)
         return storage
@@ -248,6 +251,35 @@ def open_storage(url: str, *, heartbeat_interval: int | None = HEARTBEAT_INTERVA
         raise
     except Exception as exc:  # SQLAlchemy and driver errors: report the real cause in one line
         raise storage_error(exc, url) from exc
+
+
+class BeatCheckedRDBStorage(RDBStorage):
+    """Optuna's RDBStorage whose stale check also counts RUNNING trials that never wrote a heartbeat and
+    started over a grace period ago.
+
+    Optuna writes a trial's first heartbeat from a thread, a moment after the trial is RUNNING, and its
+    stale check skips trials with no heartbeat row: a worker killed in that moment (seen in CI: SQLite can
+    hold the thread's first write back) left its trial RUNNING for ever. A live worker beats within one
+    interval, so no beat after a whole grace period means a dead one. Optuna's own ``fail_stale_trials``
+    (run at every trial's start, and by ``recovery.fail_stale``) then fails and retries them like any
+    stale trial. ``datetime_start`` is the starting worker's clock, stored in UTC: across machines whose
+    clocks differ, a dead trial is failed that much later, or a live one in its first moment (before its
+    first beat), whose result the study then drops as "finished by another process" (``optimize.run_trials``).
+    """
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = super()._get_stale_trial_ids(study_id)
+        grace = timedelta(seconds=self.grace_period or 2 * self.heartbeat_interval)
+        cutoff = datetime.now(timezone.utc).replace(tzinfo=None) - grace  # Optuna 5 stores naive UTC
+        with self.scoped_session() as session:
+            beatless = (session.query(models.TrialModel.trial_id)
+                        .outerjoin(models.TrialHeartbeatModel)
+                        .filter(models.TrialModel.study_id == study_id,
+                                models.TrialModel.state == TrialState.RUNNING,
+                                models.TrialModel._datetime_start_utc < cutoff,
+                                models.TrialHeartbeatModel.trial_id.is_(None))
+                        .all())
+        return stale + [row.trial_id for row in beatless]
 
 
 def begin_immediate(engine) -> None:
