@@ -17,6 +17,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 
 import optuna
@@ -204,6 +205,25 @@ def test_a_worker_killed_before_its_first_heartbeat_is_failed_and_retried(tmp_pa
     assert dead.state == TrialState.FAIL
     retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
     assert len(retries) == 1 and retries[0].params == dead.params
+
+
+@pytest.mark.parametrize("tz", ["Asia/Tokyo", "America/New_York"])
+def test_a_new_trial_is_not_stale_in_a_time_zone_far_from_utc(tmp_path, tz):
+    """The beatless check compares a trial's start with now; Optuna stores the start in UTC, so comparing it
+    with local time would fail a live worker's trial in its first moment (Tokyo) or a dead one 5 hours late."""
+    script = textwrap.dedent(f"""
+        import time, optuna
+        from search.storage import open_storage
+        study = optuna.create_study(storage=open_storage("sqlite:///{tmp_path / 'tz.db'}", heartbeat_interval=1))
+        study.ask({{"x": optuna.distributions.FloatDistribution(0, 1)}})  # RUNNING, never beats
+        fresh = study._storage._get_stale_trial_ids(study._study_id)
+        time.sleep(3.5)  # grace period: 3 intervals of 1 s
+        print(fresh, study._storage._get_stale_trial_ids(study._study_id))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**ENV, "TZ": tz})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]", "[1]"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
