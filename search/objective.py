@@ -63,13 +63,17 @@ class Objective:
     epochs: tuple[int, int] | None = None  # --epochs-range (None: the space's own)
     slow_epoch_s: float = 0.0  # search.run's hidden --slow-epoch: lets fault tests stop a process mid-trial
     steps_per_epoch: int = STEPS_PER_EPOCH  # the study's pruning clock (1: once per epoch, no early report)
+    # --timeout as a deadline on time.monotonic(): a trial still running then stops at its next report
+    # (PRUNED, with the reason), so a search ends near its budget instead of finishing 20-epoch trials.
+    deadline: float | None = None
 
     @classmethod
     def from_args(cls, args, data: Splits, device: torch.device, log: Callable[[str], None] | None = None):
         """The objective ``search.run``'s options describe (in its process and in each worker process)."""
         return cls(data=data, device=device, space=args.space, metric=args.metric, seed=args.seed, impl=args.impl,
                    log=log, rungs=args.rungs, live=args.live, epochs=args.epochs_range, slow_epoch_s=args.slow_epoch,
-                   steps_per_epoch=args.steps_per_epoch)
+                   steps_per_epoch=args.steps_per_epoch,
+                   deadline=None if args.timeout is None else time.monotonic() + args.timeout)
 
     def __post_init__(self) -> None:
         self.sizes = rung_sizes(len(self.data.train_y), self.rungs) if self.rungs > 1 else [len(self.data.train_y)]
@@ -88,7 +92,7 @@ class Objective:
         for rung, size in enumerate(self.sizes):
             last_rung = rung == len(self.sizes) - 1
             model, history, curves, speeds = self._fit(trial, net_config, train_config, size,
-                                                       per_epoch=self.rungs == 1, score_every_epoch=last_rung)
+                                                       per_epoch=self.rungs == 1, last_rung=last_rung)
             last = history[-1]
             value = metric_value(last, self.metric)
             if self.rungs > 1:
@@ -128,9 +132,10 @@ class Objective:
         return metric_value(history[-1], self.metric)
 
     def _fit(self, trial: optuna.Trial, net_config, train_config, size: int, *, per_epoch: bool,
-             score_every_epoch: bool = True):
+             last_rung: bool = True):
         """Train a fresh model on the first ``size`` training images; with ``per_epoch``, report the held-out
         value a third into the first epoch and after every epoch (``STEPS_PER_EPOCH``) and prune by it.
+        Past the deadline, stop after any epoch but the trial's very last (its result is then paid for).
         -> (model, history, curves, images/s per epoch)."""
         torch.manual_seed(self.seed + trial.number)  # init differs per trial, reproducible per study
         model = SECCANet(net_config, impl=self.impl).to(self.device)
@@ -157,9 +162,21 @@ class Objective:
             report_or_prune(metric_value(scores, self.metric), 1,  # step 1: a third of an epoch
                             f"a third into epoch 1/{train_config.epochs}")
 
+        def stop_at_deadline(epoch: int) -> None:
+            if self.deadline is None or time.monotonic() < self.deadline:
+                return
+            if last_rung and epoch == train_config.epochs:  # finished: keep it
+                return
+            on = f" on {size} images" if size < len(self.data.train_y) else ""
+            reason = f"stopped at the --timeout deadline after epoch {epoch}/{train_config.epochs}{on}"
+            trial.set_user_attr("reason", reason)
+            annotate(trial, {**curves, "n_params": n_params, "reason": reason}, status="stopped")
+            raise optuna.TrialPruned(reason)
+
         def on_epoch(result: EpochResult) -> None:
             speeds.append(result.train_images_per_second)
             if result.eval_loss is None:  # an unscored epoch of a small rung
+                stop_at_deadline(result.epoch)
                 return
             curves["train_loss"].append(round(result.train_loss, 4))
             curves["eval_loss"].append(round(result.eval_loss, 4))
@@ -175,6 +192,7 @@ class Objective:
                            status=f"running, epoch {result.epoch}/{train_config.epochs}"
                                   + (f" on {size} images" if size < len(self.data.train_y) else ""))
             if not per_epoch:
+                stop_at_deadline(result.epoch)
                 return
             value = metric_value(result, self.metric)
             if self.slow_epoch_s:
@@ -184,13 +202,14 @@ class Objective:
             if result.epoch < train_config.epochs:
                 report_or_prune(value, result.epoch * self.steps_per_epoch,
                                 f"at epoch {result.epoch}/{train_config.epochs}")
+                stop_at_deadline(result.epoch)
             else:
                 trial.report(value, result.epoch * self.steps_per_epoch)
 
         try:
             history = fit(model, train_x, train_y, self.data.held_out_x, self.data.held_out_y, train_config,
                           seed=self.seed + trial.number, on_epoch=on_epoch, log=self.log,
-                          score_every_epoch=score_every_epoch,
+                          score_every_epoch=last_rung,
                           peek_at=1 / STEPS_PER_EPOCH,
                           on_peek=on_peek if per_epoch and self.steps_per_epoch == STEPS_PER_EPOCH else None)
         except DivergedError as exc:

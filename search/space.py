@@ -63,6 +63,16 @@ NET_FIELDS = {f.name for f in dataclasses.fields(NetConfig)}
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
+def fixed_params(space: str, metric: str) -> dict:
+    """Params that a study scored by ``metric`` does not search. The calibrated loss fits a temperature on
+    the held-out set, which removes the plain loss's penalty on label smoothing: it picked smoothed runs
+    whose plain test loss was above the seed's config's (README, "Quality per minute"). A temperature does
+    after training what smoothing does during it, so smoothing stays at the seed's 0 there."""
+    if metric == "calibrated-loss" and "label_smoothing" in TABLES[space]:
+        return {"label_smoothing": 0.0}
+    return {}
+
+
 def distributions(space: str = "default", epochs: tuple[int, int] | None = None) -> dict[str, BaseDistribution]:
     """The space's table; ``epochs`` (``--epochs-range``) narrows the epochs range."""
     if space not in SPACES:
