@@ -175,6 +175,8 @@ class Objective:
 
         def on_epoch(result: EpochResult) -> None:
             speeds.append(result.train_images_per_second)
+            if self.slow_epoch_s:
+                time.sleep(self.slow_epoch_s)
             if result.eval_loss is None:  # an unscored epoch of a small rung
                 stop_at_deadline(result.epoch)
                 return
@@ -191,20 +193,16 @@ class Objective:
                 write_note(trial, {**curves, "n_params": n_params},
                            status=f"running, epoch {result.epoch}/{train_config.epochs}"
                                   + (f" on {size} images" if size < len(self.data.train_y) else ""))
-            if not per_epoch:
-                stop_at_deadline(result.epoch)
-                return
-            value = metric_value(result, self.metric)
-            if self.slow_epoch_s:
-                time.sleep(self.slow_epoch_s)
-            # Never at the last epoch: the trial has already paid for its whole run, and its final value
-            # is exactly what the study compares; pruning it then only throws a finished result away.
-            if result.epoch < train_config.epochs:
-                report_or_prune(value, result.epoch * self.steps_per_epoch,
-                                f"at epoch {result.epoch}/{train_config.epochs}")
-                stop_at_deadline(result.epoch)
-            else:
-                trial.report(value, result.epoch * self.steps_per_epoch)
+            if per_epoch:
+                value = metric_value(result, self.metric)
+                # Never at the last epoch: the trial has already paid for its whole run, and its final value
+                # is exactly what the study compares; pruning it then only throws a finished result away.
+                if result.epoch < train_config.epochs:
+                    report_or_prune(value, result.epoch * self.steps_per_epoch,
+                                    f"at epoch {result.epoch}/{train_config.epochs}")
+                else:
+                    trial.report(value, result.epoch * self.steps_per_epoch)
+            stop_at_deadline(result.epoch)
 
         try:
             history = fit(model, train_x, train_y, self.data.held_out_x, self.data.held_out_y, train_config,

@@ -9,7 +9,7 @@ as a user types them):
   tool        ``search.run --trials N`` with the tool's defaults (workers, compiled kernels, pruner); its
               wall time W is the budget the other arms get
   tpe         plain Optuna defaults at the same wall-clock budget: TPE, no pruning, one process, eager
-              kernels, no seed trial (``--timeout W``)
+              kernels, no seed trial (``--timeout W``: a trial still running at W stops there)
   random      the same with random search
   seed-config the seed's own configuration (the tool study's trial 0), retrained the same way
   tool-single with ``--repeats`` in --tool-flags: the tool study's best single run (Optuna's best trial),

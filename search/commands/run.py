@@ -67,7 +67,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-trials", "--trials", dest="n_trials", type=positive_int, default=50,
                         help="the study's total number of finished trials (default: 50)")
     parser.add_argument("--timeout", type=positive_float, default=None,
-                        help="stop starting new trials after this many seconds (default: none)")
+                        help="the search's wall-clock budget in seconds: no trial starts after it, and a trial "
+                             "still running then stops at the end of its current epoch (PRUNED, with the reason; "
+                             "kept if that was its last epoch) (default: none)")
     parser.add_argument("--study-name", default="se-cca-mnist", help="study name (default: se-cca-mnist)")
     parser.add_argument("--storage", default=None,
                         help="Optuna storage URL, or journal:PATH.log (default: sqlite:///studies/<study-name>.db)")

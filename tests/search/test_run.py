@@ -103,6 +103,36 @@ def test_diverging_trial_fails_with_reason_and_the_study_goes_on(tmp_path, monke
     assert study.trials[1].state == TrialState.COMPLETE
 
 
+@pytest.mark.parametrize("epochs, rungs, state, reason", [
+    (3, [], TrialState.PRUNED, "stopped at the --timeout deadline after epoch 1/3"),
+    (1, [], TrialState.COMPLETE, None),  # past the deadline at its last epoch: paid for, kept
+    (1, ["--rungs", "3", "--train-subset", "900"], TrialState.PRUNED,
+     "stopped at the --timeout deadline after epoch 1/1 on 100 images"),  # the next rung never starts
+])
+def test_timeout_is_a_deadline_for_running_trials(tmp_path, epochs, rungs, state, reason):
+    """--timeout 3 with 4-second epochs: the first trial's first epoch ends past the deadline. It stops
+    there unless that was its very last epoch; no other trial starts."""
+    assert run_cli(tmp_path, "--trials", "5", "--epochs-range", str(epochs), str(epochs), "--timeout", "3",
+                   "--slow-epoch", "4", *rungs) == 0
+    [trial] = load(tmp_path / "t.db").trials
+    assert trial.state == state
+    assert trial.user_attrs.get("reason") == reason
+    assert len(curves_of(trial)["eval_loss"]) == 1  # the epoch it ran stays on record
+
+
+def test_the_calibrated_loss_holds_label_smoothing_at_zero(tmp_path):
+    """A temperature fitted on the held-out set undoes smoothing's penalty, so a study scored by the
+    calibrated loss does not search it (the plain loss does); the param is still recorded."""
+    for metric, name in (("calibrated-loss", "cal"), ("loss", "plain")):
+        db = tmp_path / f"{name}.db"
+        assert run_main(run.main, ["--study-name", "t", "--storage", f"sqlite:///{db}", *FAST, "--trials", "4",
+                                   "--epochs-range", "1", "1", "--space", "extended", "--sampler", "random",
+                                   "--metric", metric]) == 0
+        smoothing = [t.params["label_smoothing"] for t in load(db).trials]
+        assert len(smoothing) == 4
+        assert (max(smoothing) == 0.0) == (metric == "calibrated-loss"), (metric, smoothing)
+
+
 def test_accuracy_metric_maximises(tmp_path):
     assert run_cli(tmp_path, "--trials", "1", "--metric", "accuracy") == 0
     study = load(tmp_path / "t.db")
