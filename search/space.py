@@ -68,7 +68,7 @@ def fixed_params(space: str, metric: str) -> dict:
     the held-out set, which removes the plain loss's penalty on label smoothing: it picked smoothed runs
     whose plain test loss was above the seed's config's (README, "Quality per minute"). A temperature does
     after training what smoothing does during it, so smoothing stays at the seed's 0 there."""
-    if metric == "calibrated-loss" and "label_smoothing" in TABLES[space]:
+    if metric == "calibrated-loss" and "label_smoothing" in TABLES.get(space, {}):
         return {"label_smoothing": 0.0}
     return {}
 
