@@ -86,7 +86,7 @@ class Objective:
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("device", str(self.device))
-        net_config, train_config = search_space.suggest(trial, self.space, self.epochs)
+        net_config, train_config = search_space.suggest(trial, self.space, self.epochs, self.metric)
         start = time.perf_counter()
         rung_values = {}
         for rung, size in enumerate(self.sizes):

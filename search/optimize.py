@@ -17,14 +17,7 @@ SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
 PRUNERS = ("median", "hyperband", "successive-halving", "none")
 
 
-def make_sampler(name: str, seed: int, fixed: dict | None = None) -> optuna.samplers.BaseSampler:
-    """The sampler ``name``; with ``fixed`` (search.space.fixed_params), those params keep their value in
-    every trial (Optuna's PartialFixedSampler; they are still recorded, exported and retrained)."""
-    sampler = base_sampler(name, seed)
-    return optuna.samplers.PartialFixedSampler(fixed, sampler) if fixed else sampler
-
-
-def base_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if name == "random":
@@ -54,12 +47,6 @@ def make_pruner(name: str, max_epochs: int = 12, rungs: int = 1) -> optuna.prune
         # default search it cut the wall time and found better answers (README, "Quality per minute").
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     return optuna.pruners.NopPruner()
-
-
-def sampler_for(args: argparse.Namespace, seed: int) -> optuna.samplers.BaseSampler:
-    """The sampler search.run's options ask for, seeded with ``seed``, with the params its space and metric
-    pin (``search.space.fixed_params``) held fixed."""
-    return make_sampler(args.sampler, seed, search_space.fixed_params(args.space, args.metric))
 
 
 def pruner_for(args: argparse.Namespace) -> optuna.pruners.BasePruner:

@@ -63,21 +63,25 @@ NET_FIELDS = {f.name for f in dataclasses.fields(NetConfig)}
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
-def fixed_params(space: str, metric: str) -> dict:
-    """Params that a study scored by ``metric`` does not search. The calibrated loss fits a temperature on
-    the held-out set, which removes the plain loss's penalty on label smoothing: it picked smoothed runs
-    whose plain test loss was above the seed's config's (README, "Quality per minute"). A temperature does
-    after training what smoothing does during it, so smoothing stays at the seed's 0 there."""
+def fixed_params(space: str, metric: str | None) -> dict:
+    """Params that a study scored by ``metric`` leaves out of its space, with the seed's value they keep.
+    The calibrated loss fits a temperature on the held-out set, which removes the plain loss's penalty on
+    label smoothing: it picked smoothed runs whose plain test loss was above the seed's config's (README,
+    "Quality per minute"). A temperature does after training what smoothing does during it. Left out, not
+    held at 0 in the space: a constant param would still get an importance (PED-ANOVA gives it one)."""
     if metric == "calibrated-loss" and "label_smoothing" in TABLES.get(space, {}):
         return {"label_smoothing": 0.0}
     return {}
 
 
-def distributions(space: str = "default", epochs: tuple[int, int] | None = None) -> dict[str, BaseDistribution]:
-    """The space's table; ``epochs`` (``--epochs-range``) narrows the epochs range."""
+def distributions(space: str = "default", epochs: tuple[int, int] | None = None,
+                  metric: str | None = None) -> dict[str, BaseDistribution]:
+    """The space's table; ``epochs`` (``--epochs-range``) narrows the epochs range; ``metric`` drops the
+    params a study scored by it does not search (``fixed_params``)."""
     if space not in SPACES:
         raise ValueError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
-    table = dict(TABLES[space])
+    fixed = fixed_params(space, metric)
+    table = {name: dist for name, dist in TABLES[space].items() if name not in fixed}
     if epochs is not None:
         table["epochs"] = IntDistribution(*epochs)
     return table
@@ -100,10 +104,12 @@ def applies(name: str, params: dict) -> bool:
     return name not in APPLIES or APPLIES[name](params)
 
 
-def suggest(trial, space: str = "default", epochs: tuple[int, int] | None = None) -> tuple[NetConfig, TrainConfig]:
-    """Ask ``trial`` for every parameter of ``space`` that applies; returns (model config, training config)."""
+def suggest(trial, space: str = "default", epochs: tuple[int, int] | None = None,
+            metric: str | None = None) -> tuple[NetConfig, TrainConfig]:
+    """Ask ``trial`` for every parameter of ``space`` that applies (and that ``metric`` searches); returns
+    (model config, training config)."""
     params = {}
-    for name, dist in distributions(space, epochs).items():
+    for name, dist in distributions(space, epochs, metric).items():
         if not applies(name, params):
             continue
         if isinstance(dist, CategoricalDistribution):
@@ -121,11 +127,12 @@ def configs(params: dict) -> tuple[NetConfig, TrainConfig]:
             TrainConfig(**{k: v for k, v in params.items() if k in TRAIN_FIELDS}))
 
 
-def baseline_params(space: str = "default", epochs: tuple[int, int] | None = None) -> dict:
+def baseline_params(space: str = "default", epochs: tuple[int, int] | None = None,
+                    metric: str | None = None) -> dict:
     """The seed's own configuration as params of ``space`` (every new study's first trial): the dataclass
     defaults, with its 10 epochs clamped into the epochs range."""
     defaults = {**NetConfig().to_dict(), **TrainConfig().to_dict()}
-    table = distributions(space, epochs)
+    table = distributions(space, epochs, metric)
     params = {}
     for name in table:
         if applies(name, params):

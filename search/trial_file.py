@@ -108,8 +108,10 @@ def read_json(path: Path) -> dict:
     return data
 
 
-def check_params(params: dict, space: str, where: str = "params") -> tuple[NetConfig, TrainConfig]:
-    """Every param known, typed and inside the space; conditional params only where they apply."""
+def check_params(params: dict, space: str, where: str = "params", metric: str | None = None
+                 ) -> tuple[NetConfig, TrainConfig]:
+    """Every param known, typed and inside the space; conditional params only where they apply. The params a
+    study scored by ``metric`` does not search may be absent (they keep the seed's value)."""
     # Epochs from 1: a study may have narrowed them (--epochs-range) anywhere up to the space's maximum.
     table = search_space.distributions(space, epochs=(1, search_space.max_epochs(space)))
     for name, value in params.items():
@@ -130,7 +132,7 @@ def check_params(params: dict, space: str, where: str = "params") -> tuple[NetCo
                              f"got {json.dumps(value)}")
         if not dist.low <= value <= dist.high:
             raise UsageError(f"{where}.{name} = {value} is outside the search space [{dist.low}, {dist.high}]")
-    trial = FixedTrial(params)
+    trial = FixedTrial({**search_space.fixed_params(space, metric), **params})
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -180,7 +182,7 @@ def validate(data: dict, path: Path) -> tuple[NetConfig, TrainConfig, DataOption
         raise UsageError(f"{path}: data.dataset {d['dataset']!r} is unknown; choose from {', '.join(DATASETS)}")
     if d["eval_on"] not in EVAL_ON:
         raise UsageError(f"{path}: data.eval_on {d['eval_on']!r} is unknown; choose from {', '.join(EVAL_ON)}")
-    net, train = check_params(data["params"], data["space"], where=f"{path}: params")
+    net, train = check_params(data["params"], data["space"], where=f"{path}: params", metric=data.get("metric"))
     for key, resolved in (("model", net.to_dict()), ("train", train.to_dict())):
         # Files from before a knob existed lack its key: only the keys a file holds must agree.
         for name, value in data.get(key, {}).items():

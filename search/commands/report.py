@@ -26,7 +26,6 @@ from search.diagnosis import REMEDIES, diagnose_trial
 from search.errors import UsageError
 from search.plots import learning_curves, table_html, write_html
 from search.rescore import best_by_mean, ranked
-from search.space import fixed_params
 from search.studies import add_study_args, completed_trials, study_and_output
 from search.summary import baseline_trial, best_trial, format_params, format_runs, settings_rows
 from search.trial_curves import curves_of
@@ -41,14 +40,11 @@ def edge_warnings(study: optuna.Study, top: int | None = None) -> list[str]:
         return []
     reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
     best = sorted(done, key=lambda t: t.value, reverse=reverse)[: top or max(3, len(done) // 10)]
-    # The ranges are what the trials were sampled from: the search space table, as Optuna stored it;
-    # less the params the study held fixed (search.space.fixed_params), which no range widening can move.
-    identity = study.user_attrs.get("identity") or {}
-    pinned = fixed_params(identity["space"], identity["metric"]) if {"space", "metric"} <= set(identity) else {}
+    # The ranges are what the trials were sampled from: the search space table, as Optuna stored it.
     ranges = {}
     for trial in best:
         for name, dist in trial.distributions.items():
-            if isinstance(dist, IntDistribution | FloatDistribution) and name not in pinned:
+            if isinstance(dist, IntDistribution | FloatDistribution):
                 ranges.setdefault(name, dist)
     out = []
     for name, dist in ranges.items():

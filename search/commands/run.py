@@ -43,7 +43,7 @@ from search.errors import UsageError
 from search.interrupts import deferred_signals, interrupt_once
 from search.live import INTERVAL_S, LiveDashboard
 from search.objective import DIRECTIONS, METRIC_NAMES, METRICS, STEPS_PER_EPOCH, Objective
-from search.optimize import PRUNERS, SAMPLERS, pruner_for, run_trials, sampler_for
+from search.optimize import PRUNERS, SAMPLERS, make_sampler, pruner_for, run_trials
 from search.recovery import counts_toward_total, interrupted_numbers, recover, retry_interrupted
 from search.rescore import TOP, missing_repeats, rescore
 from search.storage import (
@@ -187,7 +187,7 @@ def open_study(args: argparse.Namespace, storage_url: str, data_sizes: dict) -> 
         try:
             study = retry_on_race(lambda: optuna.create_study(
                 study_name=args.study_name, storage=storage, direction=DIRECTIONS[args.metric],
-                sampler=sampler_for(args, args.seed), pruner=pruner_for(args)))
+                sampler=make_sampler(args.sampler, args.seed), pruner=pruner_for(args)))
         except optuna.exceptions.DuplicatedStudyError:
             pass  # another process created it a moment ago: load it below
     if study is None:
@@ -207,7 +207,7 @@ def open_study(args: argparse.Namespace, storage_url: str, data_sizes: dict) -> 
                              "comparable: use another --study-name, or the study's own settings") from None
         # Offset the sampler's seed by the trials already there, so a resumed run does not replay the
         # random start-up points of the first run.
-        study.sampler = sampler_for(args, args.seed + len(study.trials))
+        study.sampler = make_sampler(args.sampler, args.seed + len(study.trials))
         return study
     finish_creation(study, args, identity, data_sizes)
     return study
@@ -244,7 +244,7 @@ def finish_creation(study: optuna.Study, args: argparse.Namespace, identity: dic
     study.set_user_attr("versions", versions())
     study.set_user_attr("steps_per_epoch", STEPS_PER_EPOCH)  # the pruning clock its trials report on
     if not args.no_seed_trial:
-        study.enqueue_trial(search_space.baseline_params(args.space, args.epochs_range),
+        study.enqueue_trial(search_space.baseline_params(args.space, args.epochs_range, args.metric),
                             user_attrs={"seed_config": True})
     study.set_user_attr("identity", identity)
 

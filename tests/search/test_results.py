@@ -308,19 +308,6 @@ def test_edge_warning_at_zero_says_the_knob_is_off():
                                            "0.2]; the best trials do without it (0 turns it off)"]
 
 
-def test_no_edge_warning_for_a_param_the_study_held_fixed():
-    # A study scored by the calibrated loss holds label smoothing at 0 (search.space.fixed_params): every
-    # trial sits at that edge by construction, and no range can change that.
-    study = optuna.create_study()
-    study.set_user_attr("identity", {"space": "extended", "metric": "calibrated-loss"})
-    for hidden, value in [(1000, 0.1), (1010, 0.11), (1020, 0.12), (100, 0.5), (50, 0.6)]:
-        study.add_trial(optuna.trial.create_trial(params={"label_smoothing": 0.0, "hidden_size": hidden}, value=value,
-                                                  distributions={
-            "label_smoothing": optuna.distributions.FloatDistribution(0.0, 0.2),
-            "hidden_size": optuna.distributions.IntDistribution(32, 1024, log=True)}))
-    assert [w.split(":")[0] for w in report.edge_warnings(study)] == ["hidden_size"]
-
-
 def test_compare_trials_and_files(study_db, exported, tmp_path, capsys):
     out = tmp_path / "c.html"
     assert run_main(compare.main, ["0", str(exported), *study_args(study_db), "-o", str(out)]) == 0
