@@ -63,7 +63,7 @@ class Objective:
     epochs: tuple[int, int] | None = None  # --epochs-range (None: the space's own)
     slow_epoch_s: float = 0.0  # search.run's hidden --slow-epoch: lets fault tests stop a process mid-trial
     steps_per_epoch: int = STEPS_PER_EPOCH  # the study's pruning clock (1: once per epoch, no early report)
-    # --timeout as a deadline on time.monotonic(): a trial still running then stops at its next report
+    # --timeout as a deadline on time.monotonic(): a trial still running then stops at the end of its epoch
     # (PRUNED, with the reason), so a search ends near its budget instead of finishing 20-epoch trials.
     deadline: float | None = None
 
