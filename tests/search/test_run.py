@@ -169,6 +169,7 @@ def test_the_default_metric_is_the_calibrated_loss_on_a_sample_and_a_rerun_keeps
     assert study.user_attrs["identity"]["metric"] == "calibrated-loss"
     assert study.metric_names == ["calibrated held-out loss"]
     assert run.resolve_metric(None, None, None) == "loss"  # all images: the plain held-out loss
+    assert run.resolve_metric(None, None, None, "extended") == "calibrated-loss"  # except in the extended space
     # a study made with another metric goes on without the flag, and refuses another one
     other = tmp_path / "other"
     other.mkdir()
