@@ -175,8 +175,6 @@ class Objective:
 
         def on_epoch(result: EpochResult) -> None:
             speeds.append(result.train_images_per_second)
-            if self.slow_epoch_s:
-                time.sleep(self.slow_epoch_s)
             if result.eval_loss is None:  # an unscored epoch of a small rung
                 stop_at_deadline(result.epoch)
                 return
@@ -193,6 +191,8 @@ class Objective:
                 write_note(trial, {**curves, "n_params": n_params},
                            status=f"running, epoch {result.epoch}/{train_config.epochs}"
                                   + (f" on {size} images" if size < len(self.data.train_y) else ""))
+            if self.slow_epoch_s:  # after the epoch is on record: tests watch a running trial's curves meanwhile
+                time.sleep(self.slow_epoch_s)
             if per_epoch:
                 value = metric_value(result, self.metric)
                 # Never at the last epoch: the trial has already paid for its whole run, and its final value

@@ -89,8 +89,8 @@ def test_no_trial_is_pruned_at_its_last_epoch(tmp_path, monkeypatch):
 def test_diverging_trial_fails_with_reason_and_the_study_goes_on(tmp_path, monkeypatch):
     real_suggest = run.search_space.suggest
 
-    def suggest(trial, space, epochs):
-        net, train = real_suggest(trial, space, epochs)
+    def suggest(trial, space, epochs, metric):
+        net, train = real_suggest(trial, space, epochs, metric)
         if trial.number == 0:  # far outside the space: SGD at lr 1e12 explodes on the first steps
             train = TrainConfig(lr=1e12, optimizer="sgd", batch_size=32, epochs=2)
         return net, train
