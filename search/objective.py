@@ -149,6 +149,7 @@ class Objective:
         curves = {key: [] for key in CURVE_KEYS}
         speeds = []
         start = time.perf_counter()
+        on = f" on {size} images" if size < len(self.data.train_y) else ""  # a small rung says so in its texts
 
         def report_or_prune(value: float, step: int, where: str) -> None:
             trial.report(value, step)
@@ -167,7 +168,6 @@ class Objective:
                 return
             if last_rung and epoch == train_config.epochs:  # finished: keep it
                 return
-            on = f" on {size} images" if size < len(self.data.train_y) else ""
             reason = f"stopped at the --timeout deadline after epoch {epoch}/{train_config.epochs}{on}"
             trial.set_user_attr("reason", reason)
             annotate(trial, {**curves, "n_params": n_params, "reason": reason}, status="stopped")
@@ -189,8 +189,7 @@ class Objective:
             trial.set_user_attr("images_per_second", round(sum(speeds) / len(speeds), 1))
             if self.live:
                 write_note(trial, {**curves, "n_params": n_params},
-                           status=f"running, epoch {result.epoch}/{train_config.epochs}"
-                                  + (f" on {size} images" if size < len(self.data.train_y) else ""))
+                           status=f"running, epoch {result.epoch}/{train_config.epochs}{on}")
             if self.slow_epoch_s:  # after the epoch is on record: tests watch a running trial's curves meanwhile
                 time.sleep(self.slow_epoch_s)
             if per_epoch:

@@ -17,7 +17,6 @@ import socket
 
 import optuna
 from optuna.storages import fail_stale_trials
-from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 KEEP_ON_RETRY = ("seed_config",)
@@ -91,8 +90,7 @@ def retry_interrupted(study: optuna.Study) -> list[int]:
 def fail_stale(study: optuna.Study) -> None:
     """Run Optuna's heartbeat check now (RDB only), so stale trials do not hold budget slots. Our storage
     (``storage.BeatCheckedRDBStorage``) also counts trials whose worker died before its first beat."""
-    if is_heartbeat_enabled(study._storage):  # Optuna wraps an RDBStorage in a cache: ask the wrapper
-        fail_stale_trials(study)
+    fail_stale_trials(study)  # a no-op without a heartbeat (in-memory, journal, or RDB without one)
 
 
 def recover(study: optuna.Study) -> list[int]:
