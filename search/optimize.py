@@ -17,9 +17,13 @@ SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
 PRUNERS = ("median", "hyperband", "successive-halving", "none")
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int, startup_trials: int | None = None) -> optuna.samplers.BaseSampler:
+    """``startup_trials``: TPE's random trials before it models the study (Optuna's n_startup_trials;
+    None keeps Optuna's 10). Only TPE takes it (``--startup-trials`` is refused for other samplers)."""
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        if startup_trials is None:
+            return optuna.samplers.TPESampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
@@ -47,6 +51,11 @@ def make_pruner(name: str, max_epochs: int = 12, rungs: int = 1) -> optuna.prune
         # default search it cut the wall time and found better answers (README, "Quality per minute").
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     return optuna.pruners.NopPruner()
+
+
+def sampler_for(args: argparse.Namespace, seed: int) -> optuna.samplers.BaseSampler:
+    """The sampler search.run's options ask for (``--sampler``, ``--startup-trials``), seeded with ``seed``."""
+    return make_sampler(args.sampler, seed, args.startup_trials)
 
 
 def pruner_for(args: argparse.Namespace) -> optuna.pruners.BasePruner:

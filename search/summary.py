@@ -80,10 +80,17 @@ def settings_rows(study: optuna.Study) -> list[tuple[str, str]]:
             ("epochs range", "{} to {}".format(*identity["epochs_range"]) if "epochs_range" in identity else None),
             ("metric", identity.get("metric")),
             ("rungs", identity.get("rungs", 1) if identity else None), ("split seed", identity.get("seed")),
-            ("sampler (last run)", run.get("sampler")), ("pruner (last run)", run.get("pruner")),
+            ("sampler (last run)", sampler_text(run)), ("pruner (last run)", run.get("pruner")),
             ("workers (last run)", run.get("workers")), ("device (last run)", run.get("device")),
             ("versions", ", ".join(f"{k} {v}" for k, v in study.user_attrs.get("versions", {}).items()))]
     return [(k, str(v)) for k, v in rows if v not in (None, "")]
+
+
+def sampler_text(run: dict) -> str | None:
+    """The sampler of the study's last run, with its random start-up trials where --startup-trials set them."""
+    if run.get("startup_trials") is None:
+        return run.get("sampler")
+    return f"{run['sampler']} ({run['startup_trials']} random start-up trials)"
 
 
 def storage_args(study_name: str, storage: str) -> str:

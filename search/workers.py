@@ -24,7 +24,7 @@ from search.devices import apply_compile_flag, resolve_device
 from search.errors import EXIT_STORAGE, one_line, root_cause
 from search.interrupts import interrupt_once
 from search.objective import METRIC_NAMES, Objective
-from search.optimize import make_sampler, pruner_for, run_trials
+from search.optimize import pruner_for, run_trials, sampler_for
 from search.storage import is_storage_failure, open_storage
 from search.summary import trial_line
 
@@ -47,7 +47,7 @@ def worker_entry(arg_dict: dict, storage_url: str, device_name: str, threads: in
         n_before = len(storage.get_all_trials(storage.get_study_id_from_name(args.study_name), deepcopy=False))
         # Each worker its own sampler seed, so workers do not propose the same random start-up points.
         study = optuna.load_study(study_name=args.study_name, storage=storage,
-                                  sampler=make_sampler(args.sampler, args.seed + n_before + 7919 * (index + 1)),
+                                  sampler=sampler_for(args, args.seed + n_before + 7919 * (index + 1)),
                                   pruner=pruner_for(args))
         metric_name = METRIC_NAMES[args.metric]
         log = (lambda line: print(f"{prefix} {line}", flush=True)) if args.verbose else None

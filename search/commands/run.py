@@ -43,7 +43,7 @@ from search.errors import UsageError
 from search.interrupts import deferred_signals, interrupt_once
 from search.live import INTERVAL_S, LiveDashboard
 from search.objective import DIRECTIONS, METRIC_NAMES, METRICS, STEPS_PER_EPOCH, Objective
-from search.optimize import PRUNERS, SAMPLERS, make_sampler, pruner_for, run_trials
+from search.optimize import PRUNERS, SAMPLERS, pruner_for, run_trials, sampler_for
 from search.recovery import counts_toward_total, interrupted_numbers, recover, retry_interrupted
 from search.rescore import TOP, missing_repeats, rescore
 from search.storage import (
@@ -74,6 +74,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--storage", default=None,
                         help="Optuna storage URL, or journal:PATH.log (default: sqlite:///studies/<study-name>.db)")
     parser.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="sampler (default: tpe)")
+    parser.add_argument("--startup-trials", type=int_between(1, 1000, "a number of trials from 1 to 1000"),
+                        default=None,
+                        help="TPE's random trials before it models the study (Optuna's n_startup_trials; a study's "
+                             "trials of every run count) (default: 10, Optuna's)")
     parser.add_argument("--pruner", choices=PRUNERS, default="successive-halving",
                         help="pruner (default: successive-halving: the best third of the trials that reached a third "
                              "of an epoch go on to one epoch, the best third of those to 3, then 9)")
@@ -187,7 +191,7 @@ def open_study(args: argparse.Namespace, storage_url: str, data_sizes: dict) -> 
         try:
             study = retry_on_race(lambda: optuna.create_study(
                 study_name=args.study_name, storage=storage, direction=DIRECTIONS[args.metric],
-                sampler=make_sampler(args.sampler, args.seed), pruner=pruner_for(args)))
+                sampler=sampler_for(args, args.seed), pruner=pruner_for(args)))
         except optuna.exceptions.DuplicatedStudyError:
             pass  # another process created it a moment ago: load it below
     if study is None:
@@ -207,7 +211,7 @@ def open_study(args: argparse.Namespace, storage_url: str, data_sizes: dict) -> 
                              "comparable: use another --study-name, or the study's own settings") from None
         # Offset the sampler's seed by the trials already there, so a resumed run does not replay the
         # random start-up points of the first run.
-        study.sampler = make_sampler(args.sampler, args.seed + len(study.trials))
+        study.sampler = sampler_for(args, args.seed + len(study.trials))
         return study
     finish_creation(study, args, identity, data_sizes)
     return study
@@ -256,6 +260,9 @@ def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     check_study_name(args.study_name)
     args.epochs_range = search_space.check_epochs_range(args.epochs_range, args.space)
+    if args.startup_trials is not None and args.sampler != "tpe":
+        raise UsageError(f"--startup-trials is TPE's; --sampler {args.sampler} does not take it: leave it out, or "
+                         "use --sampler tpe")
     storage_url = check_storage_url(args.storage or default_storage(args.study_name))
     devices = [resolve_device(d) for d in args.devices.split(",")] if args.devices else [resolve_device(args.device)]
     args.workers = resolve_workers(args.workers, devices)
@@ -295,7 +302,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     interrupted_before = interrupted_numbers(study)
     with storage_errors(storage_url):
-        study.set_user_attr("run_settings", {"sampler": args.sampler, "pruner": args.pruner, "workers": args.workers,
+        study.set_user_attr("run_settings", {"sampler": args.sampler, "startup_trials": args.startup_trials,
+                                             "pruner": args.pruner, "workers": args.workers,
                                              "device": where, "compiled": bool(args.compile)})
         # The dashboard's study figures and note follow the trials while they run (search.live).
         with LiveDashboard(study, storage_url, metric_name, interval=INTERVAL_S if args.live else None):

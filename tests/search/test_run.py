@@ -379,6 +379,31 @@ def test_every_sampler_is_the_one_named_and_seeded(name):
     assert params(0) == params(0) != params(1)  # --seed reaches the sampler
 
 
+def test_startup_trials_sets_when_tpe_starts_modelling(tmp_path, capsys):
+    """--startup-trials N: TPE's first N trials are its random start-up (the same points a random sampler with
+    the seed picks), and it models from trial N on; Optuna's default is 10."""
+    def params(sampler, n_trials=8):
+        study = optuna.create_study(sampler=sampler)
+        study.optimize(lambda t: (t.suggest_float("x", 0, 1) - 0.3) ** 2 + t.suggest_int("n", 1, 4), n_trials=n_trials)
+        return [t.params for t in study.trials]
+
+    random_points = params(optimize.make_sampler("random", 5))
+    assert params(optimize.make_sampler("tpe", 5)) == random_points  # 10 start-up trials: all 8 random
+    modelled = params(optimize.make_sampler("tpe", 5, startup_trials=3))
+    assert modelled[:3] == random_points[:3] and modelled[3:] != random_points[3:]
+
+    assert run_cli(tmp_path, "--trials", "4", "--startup-trials", "2") == 0
+    study = load(tmp_path / "t.db")
+    assert study.user_attrs["run_settings"]["startup_trials"] == 2
+    from search.summary import settings_rows
+    assert ("sampler (last run)", "tpe (2 random start-up trials)") in settings_rows(study)
+    capsys.readouterr()
+    assert run_cli(tmp_path / "x", "--trials", "4", "--startup-trials", "2", "--sampler", "random") == 2
+    err = capsys.readouterr().err
+    assert "--startup-trials is TPE's; --sampler random does not take it" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()  # refused before anything was made
+
+
 PRUNER_CLASSES = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.HyperbandPruner,
                   "successive-halving": optuna.pruners.SuccessiveHalvingPruner, "none": optuna.pruners.NopPruner}
 
