@@ -22,8 +22,6 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from search.pick import best_single_trial, eligible_trials
-
 TOP = 3  # how many of the best complete trials are re-scored
 # Repeat k of trial n trains with seed (study seed + n + k * SEED_STRIDE): never the seed of another trial
 # (trial numbers stay below the stride) nor of another repeat.
@@ -48,9 +46,9 @@ def stored_repeats(study: optuna.Study) -> dict[int, list[dict]]:
 
 
 def top_trials(study: optuna.Study, n: int = TOP) -> list[FrozenTrial]:
-    """The ``n`` best trials that may be the answer (search.pick) by their own (single-run) value."""
-    return sorted(eligible_trials(study), key=lambda t: t.value,
-                  reverse=study.direction == StudyDirection.MAXIMIZE)[:n]
+    """The ``n`` best complete trials by their own (single-run) value."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    return sorted(complete, key=lambda t: t.value, reverse=study.direction == StudyDirection.MAXIMIZE)[:n]
 
 
 def runs_of(trial: FrozenTrial, repeats: list[dict]) -> list[float | None]:
@@ -68,7 +66,7 @@ def mean_and_spread(values: list[float | None], maximize: bool) -> tuple[float, 
 
 def ranked(study: optuna.Study) -> list[dict]:
     """The re-scored trials, best mean first: {"trial", "values", "seeds", "mean", "std"}. Empty when the
-    study has no repeats (then its answer is search.pick's best single trial)."""
+    study has no repeats (then its best is Optuna's best_trial)."""
     repeats = stored_repeats(study)
     if not repeats:
         return []
@@ -90,8 +88,7 @@ def best_by_mean(study: optuna.Study) -> dict | None:
     """The re-scored trial with the best mean, or None: no re-scoring, or trials finished after it and the best
     single run is one of them (then it is the answer until a run with --repeats re-scores it)."""
     rows = ranked(study)
-    best = best_single_trial(study)
-    if not rows or best is None or best.number not in {r["trial"].number for r in rows}:
+    if not rows or study.best_trial.number not in {r["trial"].number for r in rows}:
         return None
     return rows[0]
 

@@ -8,7 +8,6 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.cli import command
-from search.pick import baseline_trial, best_single_trial, final_figure, guard_figure
 from search.rescore import best_by_mean, ranked
 from search.storage import default_storage, journal_path, redact
 
@@ -41,28 +40,24 @@ def trial_line(trial: FrozenTrial, metric_name: str) -> str:
     return "  ".join(p for p in parts if p)
 
 
+def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The baseline: the trial of the seed's own configuration (user attribute ``seed_config``), its first
+    run, or the retry that finished when that run was interrupted or its worker died."""
+    runs = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("seed_config")]
+    finished = [t for t in runs if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    return (finished or runs or [None])[0]
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The study's answer: the best by the mean of its runs where trials were re-scored (--repeats), else the best
-    single run of those no worse than the seed's config on the other held-out figure (search.pick)."""
+    """The study's answer: the best by the mean of its runs where trials were re-scored (--repeats), else
+    Optuna's best trial."""
     row = best_by_mean(study)
     if row is not None:
         return row["trial"]
-    return best_single_trial(study)
-
-
-def guard_note(study: optuna.Study, best: FrozenTrial) -> str | None:
-    """Why the answer is not Optuna's best single run, where search.pick passed that run over: it is worse than the
-    seed's config on the held-out figure the study does not optimise."""
-    top, baseline = study.best_trial, baseline_trial(study)
-    if top.number == best.number or baseline is None or best_by_mean(study) is not None:
+    try:
+        return study.best_trial
+    except ValueError:  # no completed trial yet
         return None
-    key = guard_figure(study)
-    figure, reference = final_figure(top, key), final_figure(baseline, key)
-    if figure is None or reference is None:
-        return None
-    name = "held-out accuracy" if key == "eval_accuracy" else "held-out loss"
-    return (f"  (trial {top.number} scored {top.value:.4f}, better, but its {name} {figure:.4f} is worse than the "
-            f"seed config's {reference:.4f}: not an answer)")
 
 
 def format_runs(row: dict) -> str:
@@ -125,8 +120,6 @@ def summary(study: optuna.Study, storage: str, metric_name: str) -> str:
             lines.append(f"best: trial {best.number}, {metric_name} {format_runs(row)}")
         else:
             lines.append(f"best: trial {best.number}, {metric_name} {best.value:.4f}")
-        if (note := guard_note(study, best)) is not None:
-            lines.append(note)
         width = max((len(k) for k in best.params), default=0)
         lines += [f"  {k:<{width}}  {format_value(v)}" for k, v in best.params.items()]
         for key in ("test_loss", "test_accuracy"):

@@ -12,10 +12,9 @@ as a user types them):
               kernels, no seed trial (``--timeout W``: a trial still running at W stops there)
   random      the same with random search
   seed-config the seed's own configuration (the tool study's trial 0), retrained the same way
-  tool-single Optuna's own best trial of the tool's study (its best single run), retrained the same way
-              where the tool's pick differs (else the tool's row again): where the pick is by the mean of
-              its runs (``--repeats`` in --tool-flags; its search time then leaves out the re-scoring), or
-              where search.pick passed it over, less accurate on the held-out images than the seed's config
+  tool-single with ``--repeats`` in --tool-flags: the tool study's best single run (Optuna's best trial),
+              retrained the same way, beside the tool's pick by the mean of its runs; its search time
+              leaves out the re-scoring
 Each arm's best is exported and retrained on the full training data (``search.retrain``); the test set
 is read only there, after the search. The table gives search wall time, trials finished, and the
 retrained test loss and accuracy; the last line is one JSON object with every figure.
@@ -109,13 +108,14 @@ def export_and_retrain(storage: str, study_name: str, folder: Path, tag: str, da
             "unstable": metrics.get("unstable")}
 
 
-def optuna_best(storage: str, study_name: str) -> tuple[int, float]:
-    """Optuna's own best trial of the tool's study (the best single run, whatever search.pick and --repeats make of
-    it), and the seconds a --repeats re-scoring took (0 without one)."""
+def best_single_run(storage: str, study_name: str) -> tuple[int, float] | None:
+    """For a study re-scored with --repeats: (Optuna's best trial, the seconds the re-scoring took); else None."""
     from search.rescore import stored_repeats
 
     study = load(storage, study_name)
     repeats = stored_repeats(study)
+    if not repeats:
+        return None
     return study.best_trial.number, round(sum(r.get("seconds", 0.0) for runs in repeats.values() for r in runs), 1)
 
 
@@ -141,12 +141,12 @@ def run_seed(args, seed: int, folder: Path, log: Path) -> dict:
         row.update(export_and_retrain(storage, name, folder, name, args.data_dir, log))
         if arm in args.arms:
             results[arm] = row
-        if arm == "tool":  # beside the tool's pick, the same row for Optuna's own best (retrained where it differs)
-            number, rescore_s = optuna_best(storage, name)
+        if arm == "tool" and (single := best_single_run(storage, name)):
+            number, rescore_s = single
+            print(f"seed {seed}: retraining the best single run (trial {number}) ...", file=sys.stderr, flush=True)
             other = {**row, "arm": "tool-single", "search_s": round(wall - rescore_s, 1), "rescore_s": rescore_s}
             row["rescore_s"] = rescore_s
             if number != row["trial_number"]:
-                print(f"seed {seed}: retraining Optuna's best trial {number} ...", file=sys.stderr, flush=True)
                 other.update(export_and_retrain(storage, name, folder, f"tool-single-s{seed}", args.data_dir, log,
                                                 trial=number))
             results["tool-single"] = other

@@ -15,10 +15,9 @@ import torch
 
 from search import export, report, run
 from search.cli import run_main
-from search.commands.bench_search import optuna_best
+from search.commands.bench_search import best_single_run
 from search.data import load_splits
 from search.objective import Objective
-from search.pick import eligible_trials
 from search.rescore import KEY, TOP, repeat_seed, stored_repeats
 from search.summary import summary
 from search.trial_file import load_trial_file
@@ -43,8 +42,7 @@ def load(storage: str) -> optuna.Study:
 
 def test_the_best_trials_get_one_more_run_each_with_a_seed_no_trial_used(rescored):
     study = load(rescored)
-    # The best trials that may be the answer: none less accurate on the held-out images than the seed's config.
-    complete = sorted(eligible_trials(study), key=lambda t: t.value)
+    complete = sorted((t for t in study.trials if t.value is not None), key=lambda t: t.value)
     repeats = stored_repeats(study)
     assert sorted(repeats) == sorted(t.number for t in complete[:TOP])
     seeds = {(0 + t.number) % 2**32 for t in study.trials}  # every trial's own seed (study seed 0)
@@ -111,7 +109,7 @@ def test_export_summary_and_report_pick_the_best_mean(rescored, tmp_path, capsys
     assert json.loads(out.read_text())["trial_number"] == number and "repeats" not in json.loads(out.read_text())
     assert f"trial {number}, the best single run, finished after the re-scoring" in summary(study, rescored, "x")
     # The search benchmark's "tool-single" arm is Optuna's best single run, beside the re-scoring's cost.
-    number, seconds = optuna_best(rescored, "r")
+    number, seconds = best_single_run(rescored, "r")
     assert number == study.best_trial.number
     assert seconds == pytest.approx(sum(r[0]["seconds"] for r in repeats.values()), abs=0.2)
 
