@@ -82,12 +82,22 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_
     return None
 
 
+# Devices with PyTorch's fused optimizer kernels (one call updates every parameter).
+FUSED_DEVICES = ("cpu", "cuda")
+
+
 def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+    """The config's optimizer, fused where the device has the kernels. Why fused: on the CPU PyTorch's
+    default updates one parameter at a time in Python, ~2.3 ms of a ~11 ms batch-32 step of this network;
+    the fused kernel is one call (same update, rounded differently by ~1e-7; README "Speed")."""
+    params = list(params)
+    fused = bool(params) and all(p.device.type in FUSED_DEVICES for p in params)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                           fused=fused)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,35 @@ def test_schedules_shape_the_learning_rate_over_the_whole_run():
     assert onecycle[0] < 1e-4 and onecycle[-1] < 1e-6
 
 
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_optimizers_are_fused_on_the_cpu_and_update_as_the_per_parameter_loop_does(name):
+    """The fused kernels (one call for every parameter) are what make a batch-32 step cheap on the CPU;
+    they must take the same steps as PyTorch's default loop, schedule included."""
+    from search.training import make_optimizer, make_scheduler
+
+    config = TrainConfig(optimizer=name, lr=1e-2, weight_decay=0.01, schedule="onecycle", warmup=0.3, epochs=1)
+    torch.manual_seed(0)
+    fused_net = SECCANet(NetConfig(hidden_size=8))
+    loop_net = SECCANet(NetConfig(hidden_size=8))
+    loop_net.load_state_dict(fused_net.state_dict())
+    fused = make_optimizer(fused_net.parameters(), config)
+    assert fused.defaults["fused"] is True
+    loop_type = type(fused)
+    settings = {k: v for k, v in fused.defaults.items() if k != "decoupled_weight_decay"}  # AdamW sets it itself
+    loop = loop_type(loop_net.parameters(), **{**settings, "fused": False, "foreach": False})
+    x = torch.randn(16, 1, 28, 28)
+    y = torch.arange(16) % 10
+    for optimizer, net in ((fused, fused_net), (loop, loop_net)):
+        scheduler = make_scheduler(optimizer, config, 5)
+        for _ in range(5):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            optimizer.step()
+            scheduler.step()
+    for a, b in zip(fused_net.parameters(), loop_net.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_label_smoothing_changes_training_but_not_the_scored_loss(tiny):
     x, y, tx, ty = tiny
     results = []
