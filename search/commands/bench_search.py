@@ -3,6 +3,7 @@
     python -m search.bench_search                              # quick: 30 trials on a 10k sample, seeds 0 1
     python -m search.bench_search --trials 50 --train-subset 0 --seeds 0 1 2 3 4   # the default command
     python -m search.bench_search --space extended --trials 60 --seeds 0 1
+    python -m search.bench_search --seeds 0 1 2 --retrain-seeds 10 11 12    # every answer retrained 3 times
 
 For every seed, side by side in one run and with the project's own commands (as subprocesses, exactly
 as a user types them):
@@ -18,6 +19,11 @@ as a user types them):
 Each arm's best is exported and retrained on the full training data (``search.retrain``); the test set
 is read only there, after the search. The table gives search wall time, trials finished, and the
 retrained test loss and accuracy; the last line is one JSON object with every figure.
+
+One retrain's test accuracy moves by up to half a point with its seed alone (README, "How much of a retrained
+score is luck"), so one benchmark seed decides little. ``--retrain-seeds 10 11 12`` retrains every answer once
+per seed (``search.retrain --seed S``): the table gives the mean and spread, and "beats the seed's config"
+compares means; the summary adds in how many retrain pairs (answer seed x seed-config seed) the answer beat.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from search.cli import add_data_dir_arg, command, non_negative_int, positive_int, run_main
+from search.cli import add_data_dir_arg, command, non_negative_int, positive_int, run_main, seed_int
 from search.errors import SearchError, UsageError
 
 ARMS = ("tool", "tpe", "random")
@@ -58,6 +64,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="folder for the studies, exported files and models (default: runs/bench-search-<time>)")
     parser.add_argument("--tool-flags", default="",
                         help="more flags for the tool arm only, e.g. '--rungs 3' (default: none)")
+    parser.add_argument("--retrain-seeds", type=seed_int, nargs="+", default=None, metavar="S",
+                        help="retrain every answer once per seed and compare means (default: one retrain with the "
+                             "study's seed)")
     parser.add_argument("--extra", default="", help="more flags for every search.run, e.g. '--device cuda' "
                                                    "(default: none)")
     return parser
@@ -95,17 +104,31 @@ def finished_trials(storage: str, study_name: str) -> dict:
 
 
 def export_and_retrain(storage: str, study_name: str, folder: Path, tag: str, data_dir: str, log: Path,
-                       trial: int | None = None) -> dict:
+                       trial: int | None = None, seeds: list[int] | None = None) -> dict:
+    """Export the study's best (or ``trial``) and retrain it: once with the study's seed, or once per seed of
+    ``seeds``, when the row's test figures are the means and ``retrains`` holds every run."""
     exported = folder / f"{tag}.json"
     pick = [] if trial is None else ["--trial", str(trial)]
     run_command("search.export", "--study-name", study_name, "--storage", storage, *pick, "-o", str(exported), log=log)
     record = json.loads(exported.read_text())
-    wall, _ = run_command("search.retrain", str(exported), "--out", str(folder / tag), "--data-dir", data_dir, log=log)
-    metrics = json.loads((folder / tag / "metrics.json").read_text())
-    return {"trial_number": record.get("trial_number"), "params": record["params"], "search_value": record["value"],
-            "repeats": record.get("repeats"), "retrain_s": round(wall, 1),
-            "test_loss": metrics["test_loss"], "test_accuracy": metrics["test_accuracy"],
-            "unstable": metrics.get("unstable")}
+    runs, total = [], 0.0
+    for seed in seeds or [None]:
+        out = folder / (tag if seed is None else f"{tag}-r{seed}")
+        extra = [] if seed is None else ["--seed", str(seed)]
+        wall, _ = run_command("search.retrain", str(exported), "--out", str(out), "--data-dir", data_dir, *extra,
+                              log=log)
+        metrics = json.loads((out / "metrics.json").read_text())
+        total += wall
+        runs.append({"seed": metrics["seed"], "test_loss": metrics["test_loss"],
+                     "test_accuracy": metrics["test_accuracy"], "unstable": metrics.get("unstable")})
+    row = {"trial_number": record.get("trial_number"), "params": record["params"], "search_value": record["value"],
+           "repeats": record.get("repeats"), "retrain_s": round(total, 1),
+           "test_loss": statistics.fmean(r["test_loss"] for r in runs),
+           "test_accuracy": statistics.fmean(r["test_accuracy"] for r in runs),
+           "unstable": next((r["unstable"] for r in runs if r["unstable"]), None)}
+    if seeds:
+        row["retrains"] = runs
+    return row
 
 
 def best_single_run(storage: str, study_name: str) -> tuple[int, float] | None:
@@ -138,7 +161,7 @@ def run_seed(args, seed: int, folder: Path, log: Path) -> dict:
             budget = wall
         row = {"arm": arm, "seed": seed, "search_s": round(wall, 1), "trials": finished_trials(storage, name)}
         print(f"seed {seed}: {arm} retraining its best ...", file=sys.stderr, flush=True)
-        row.update(export_and_retrain(storage, name, folder, name, args.data_dir, log))
+        row.update(export_and_retrain(storage, name, folder, name, args.data_dir, log, seeds=args.retrain_seeds))
         if arm in args.arms:
             results[arm] = row
         if arm == "tool" and (single := best_single_run(storage, name)):
@@ -148,14 +171,21 @@ def run_seed(args, seed: int, folder: Path, log: Path) -> dict:
             row["rescore_s"] = rescore_s
             if number != row["trial_number"]:
                 other.update(export_and_retrain(storage, name, folder, f"tool-single-s{seed}", args.data_dir, log,
-                                                trial=number))
+                                                trial=number, seeds=args.retrain_seeds))
             results["tool-single"] = other
         if arm == "tool":  # the seed's configuration is the tool study's trial 0
             print(f"seed {seed}: retraining the seed's configuration ...", file=sys.stderr, flush=True)
             base = {"arm": "seed-config", "seed": seed, "search_s": 0.0, "trials": {}}
-            base.update(export_and_retrain(storage, name, folder, f"seed-config-s{seed}", args.data_dir, log, trial=0))
+            base.update(export_and_retrain(storage, name, folder, f"seed-config-s{seed}", args.data_dir, log, trial=0,
+                                           seeds=args.retrain_seeds))
             results["seed-config"] = base
     return results
+
+
+def spread(row: dict, key: str) -> float | None:
+    """The standard deviation of ``key`` over the row's retrains (None with fewer than two)."""
+    runs = row.get("retrains") or []
+    return statistics.stdev(r[key] for r in runs) if len(runs) > 1 else None
 
 
 def table(rows: list[dict]) -> str:
@@ -164,24 +194,41 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         t = r["trials"]
         trials = f"{t['complete']}/{t['pruned']}/{t['fail']}" if t else "-"
-        unstable = " (unstable end)" if r.get("unstable") else ""  # search.retrain's warning: the figures are luck
+        loss, acc = f"{r['test_loss']:.4f}", f"{r['test_accuracy']:.2%}"
+        if (loss_sd := spread(r, "test_loss")) is not None:  # the mean over retrain seeds, +- their spread
+            loss += f" ±{loss_sd:.4f}"
+            acc += f" ±{spread(r, 'test_accuracy'):.2%}"
+        # search.retrain's warning: the figures of such a run are luck
+        runs = r.get("retrains") or []
+        unstable = sum(bool(x["unstable"]) for x in runs) if runs else int(bool(r.get("unstable")))
+        if unstable:
+            acc += " (unstable end)" if len(runs) <= 1 else f" (unstable end in {unstable} of {len(runs)})"
         lines.append(f"| {r['seed']} | {r['arm']} | {r['search_s']:.0f} | {trials} | {r['retrain_s']:.0f} | "
-                     f"{r['test_loss']:.4f} | {r['test_accuracy']:.2%}{unstable} |")
+                     f"{loss} | {acc} |")
     return "\n".join(lines)
 
 
+def beats(row: dict, base: dict) -> bool:
+    """Lower test loss and higher test accuracy than ``base`` (means where retrained with several seeds)."""
+    return row["test_loss"] < base["test_loss"] and row["test_accuracy"] > base["test_accuracy"]
+
+
 def summarize(per_seed: dict) -> dict:
-    """Per arm: medians over seeds, and in how many seeds it beat the seed's config on both test figures."""
+    """Per arm: medians over seeds, and in how many seeds it beat the seed's config on both test figures; with
+    several retrain seeds also in how many (answer retrain, seed-config retrain) pairs of the same seed."""
     out = {}
     arms = sorted({arm for results in per_seed.values() for arm in results})
     for arm in arms:
         rows = [results[arm] for results in per_seed.values() if arm in results]
-        wins = sum(r["test_loss"] < per_seed[r["seed"]]["seed-config"]["test_loss"]
-                   and r["test_accuracy"] > per_seed[r["seed"]]["seed-config"]["test_accuracy"] for r in rows)
+        bases = [per_seed[r["seed"]]["seed-config"] for r in rows]
+        wins = sum(beats(r, base) for r, base in zip(rows, bases))
         out[arm] = {"median_test_loss": statistics.median(r["test_loss"] for r in rows),
                     "median_test_accuracy": statistics.median(r["test_accuracy"] for r in rows),
                     "median_search_s": statistics.median(r["search_s"] for r in rows),
                     "beats_seed_config": f"{wins}/{len(rows)}"}
+        if all("retrains" in r for r in rows):
+            pairs = [(a, b) for r, base in zip(rows, bases) for a in r["retrains"] for b in base["retrains"]]
+            out[arm]["beats_seed_config_pairs"] = f"{sum(beats(a, b) for a, b in pairs)}/{len(pairs)}"
     return out
 
 
@@ -189,6 +236,8 @@ def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     if args.dataset != "synthetic" and not Path(args.data_dir).exists():
         print(f"note: {args.data_dir}/ does not exist yet; the first search fetches the data", file=sys.stderr)
+    if args.retrain_seeds and len(set(args.retrain_seeds)) != len(args.retrain_seeds):
+        raise UsageError(f"--retrain-seeds {' '.join(map(str, args.retrain_seeds))}: give each seed once")
     folder = args.out_dir or Path("runs") / f"bench-search-{time.strftime('%Y%m%d-%H%M%S')}"
     if folder.exists() and any(folder.iterdir()):
         raise UsageError(f"{folder}/ already holds files; choose another --out-dir")
@@ -196,20 +245,23 @@ def main(argv=None) -> int:
     args.data_dir = str(Path(args.data_dir).resolve())
     log = folder / "commands.log"
     print(f"search benchmark: space {args.space}, tool arm --trials {args.trials} {args.tool_flags}, train subset "
-          f"{args.train_subset or 'all'}, seeds {' '.join(map(str, args.seeds))}; log in {log}", flush=True)
+          f"{args.train_subset or 'all'}, seeds {' '.join(map(str, args.seeds))}"
+          + (f", retrain seeds {' '.join(map(str, args.retrain_seeds))}" if args.retrain_seeds else "")
+          + f"; log in {log}", flush=True)
     start = time.perf_counter()
     per_seed = {seed: run_seed(args, seed, folder, log) for seed in args.seeds}
     rows = [row for results in per_seed.values() for row in results.values()]
     print(table(rows))
     summary = summarize(per_seed)
-    print("\n| arm | median search s | median test loss | median test accuracy | beats the seed's config |")
-    print("|---|---|---|---|---|")
+    print("\n| arm | median search s | median test loss | median test accuracy | beats the seed's config | "
+          "retrain pairs it beats |")
+    print("|---|---|---|---|---|---|")
     for arm, s in summary.items():
         print(f"| {arm} | {s['median_search_s']:.0f} | {s['median_test_loss']:.4f} | {s['median_test_accuracy']:.2%} "
-              f"| {s['beats_seed_config']} |")
+              f"| {s['beats_seed_config']} | {s.get('beats_seed_config_pairs', '-')} |")
     print(f"total wall time {time.perf_counter() - start:.0f} s")
     print(json.dumps({"space": args.space, "trials": args.trials, "tool_flags": args.tool_flags,
-                      "train_subset": args.train_subset,
+                      "train_subset": args.train_subset, "retrain_seeds": args.retrain_seeds,
                       "dataset": args.dataset, "seeds": args.seeds, "rows": rows, "summary": summary}, sort_keys=True))
     return 0
 
