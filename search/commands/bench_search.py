@@ -226,7 +226,7 @@ def summarize(per_seed: dict) -> dict:
                     "median_test_accuracy": statistics.median(r["test_accuracy"] for r in rows),
                     "median_search_s": statistics.median(r["search_s"] for r in rows),
                     "beats_seed_config": f"{wins}/{len(rows)}"}
-        if all("retrains" in r for r in rows):
+        if arm != "seed-config" and all("retrains" in r for r in rows):
             pairs = [(a, b) for r, base in zip(rows, bases) for a in r["retrains"] for b in base["retrains"]]
             out[arm]["beats_seed_config_pairs"] = f"{sum(beats(a, b) for a, b in pairs)}/{len(pairs)}"
     return out
