@@ -6,8 +6,6 @@ distributions back from each trial, ``FrozenTrial.distributions``), and ``baseli
 own configuration, which is the dataclass defaults of ``NetConfig`` and ``TrainConfig`` (no copy here).
 
 default: the four knobs of the seed's card (hidden size, learning rate, batch size, epochs).
-recipe: the card's four knobs plus a training recipe only: Adam or AdamW with weight decay, a learning-rate
-schedule with warm-up, dropout, a wider head and longer runs; the network stays the seed's.
 extended: adds the knobs of the seed's section 1.1 and the training recipe it lists as "decay schedule
 and regularisation". Parameters in ``APPLIES`` exist only where their condition holds (weight decay
 not for Adam, momentum only for SGD, warm-up only with a schedule), so samplers never see dead knobs.
@@ -26,7 +24,7 @@ from model import ACTIVATIONS, INITS, NetConfig
 from search.errors import UsageError
 from search.training import OPTIMIZERS, SCHEDULES, TrainConfig
 
-SPACES = ("default", "recipe", "extended")
+SPACES = ("default", "extended")
 
 DEFAULT = {
     # Contains the seed's 128 and section 1.7's 256; below 32 the head underfits MNIST, above 512 fc1
@@ -54,19 +52,7 @@ EXTENDED = {
     "init": CategoricalDistribution(INITS),
     "dropout": FloatDistribution(0.0, 0.5),  # on the 784 features before the head
 }
-# The extended space less the knobs that change the network (CCA channels, activation, init) and SGD with its
-# momentum: fewer dimensions for the few trials a 30-minute search completes (README, "Quality per minute").
-RECIPE = {
-    **DEFAULT,
-    "hidden_size": EXTENDED["hidden_size"],
-    "epochs": EXTENDED["epochs"],
-    "optimizer": CategoricalDistribution(("adam", "adamw")),  # the seed's Adam, and Adam with weight decay
-    "weight_decay": EXTENDED["weight_decay"],
-    "schedule": EXTENDED["schedule"],
-    "warmup": EXTENDED["warmup"],
-    "dropout": EXTENDED["dropout"],
-}
-TABLES = {"default": DEFAULT, "recipe": RECIPE, "extended": EXTENDED}
+TABLES = {"default": DEFAULT, "extended": EXTENDED}
 # Conditional parameters: asked for (and allowed in a file) only where the condition holds.
 APPLIES = {
     "weight_decay": lambda params: params["optimizer"] != "adam",  # the seed's Adam runs without it

@@ -82,9 +82,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="pruner (default: successive-halving: the best third of the trials that reached a third "
                              "of an epoch go on to one epoch, the best third of those to 3, then 9)")
     parser.add_argument("--space", choices=search_space.SPACES, default="default",
-                        help="search space: default, the card's four knobs; recipe, those plus a training recipe "
-                             "(AdamW weight decay, lr schedule with warm-up, dropout, wider head, longer runs); "
-                             "extended, the recipe and all of the seed's section 1.1 (default: default)")
+                        help="search space: the four main knobs, or all of the seed's section 1.1 (default: default)")
     parser.add_argument("--rungs", type=int_between(1, 4, "a number of rungs from 1 to 4"), default=1,
                         help="successive halving over the training-set size (the seed's 'small sample first'): "
                              "with 3, every trial trains on 1/9 of the images, the best third goes on to 1/3, the "
@@ -232,7 +230,7 @@ def resolve_metric(requested: str | None, stored: dict | None, train_subset: int
         return requested
     if stored and stored.get("metric") in METRICS:
         return stored["metric"]
-    return "calibrated-loss" if train_subset or space != "default" else "loss"
+    return "calibrated-loss" if train_subset or space == "extended" else "loss"
 
 
 def wait_for_identity(study: optuna.Study, seconds: float = 3.0) -> dict | None:
