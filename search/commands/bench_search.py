@@ -36,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+from search import space as search_space
 from search.cli import add_data_dir_arg, command, non_negative_int, positive_int, run_main, seed_int
 from search.errors import SearchError, UsageError
 
@@ -53,7 +54,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-subset", type=non_negative_int, default=10000,
                         help="search on a seeded sample of N training images; 0: all (default: 10000)")
     parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1], help="seeds (default: 0 1)")
-    parser.add_argument("--space", choices=("default", "extended"), default="default",
+    parser.add_argument("--space", choices=search_space.SPACES, default="default",
                         help="search space of every arm (default: default)")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="arms to run (default: all)")
     parser.add_argument("--dataset", choices=("mnist", "fashion-mnist", "synthetic"), default="mnist",
