@@ -1,7 +1,7 @@
 """The exact closed form of ``conv1 -> CrissCrossAttention -> conv2`` for one-channel input.
 
 With one input channel every feature between conv1 and conv2 is an affine function of the (SE-gated)
-pixel value s, so the C-channel attention collapses to scalars (see shared/SEED_NOTES.md):
+pixel value s, so the C-channel attention collapses to scalars (docs/design.md derives it):
 
     t(p) = A s(p) + B,        A = (Wq w1).(Wk w1),  B = (Wq b1 + bq).(Wk w1)
     m(p) = sum_{p' in cross(p)} softmax_{p'}(t(p) s(p')) s(p')          # H + W - 1 positions
@@ -18,10 +18,11 @@ dm/dt = E_a[s^2] - m^2 and dm/ds_k = a_k (1 + t (s_k - m)).
 The column term of a pixel includes itself once too many when computed as a plain row-of-the-
 transpose; that one "self" term is subtracted again, which avoids materialising a diagonal mask.
 
-Two kernel sets compute the same sums: the default eager one (a few large ops per chunk) and an
-opt-in ``torch.compile``d one (``use_compiled_kernels(True)``, the ``--compile`` flag) that fuses
-logits, exp and the reductions into single loops. The compiled one rounds differently (by ~1e-6 in
-float32), so it is never switched on silently.
+Two kernel sets compute the same sums: an eager one (a few large ops per chunk) and a
+``torch.compile``d one (``use_compiled_kernels(True)``) that fuses logits, exp and the reductions into
+single loops. The compiled one rounds differently (by ~1e-6 in float32), so this module never switches it
+on by itself: the commands do (search.devices: on by default on the CPU where a C++ compiler works,
+``--no-compile`` turns it off), and one line says which kernels run.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from torch import nn
 # Images per chunk on the CPU: at 28x28 one image's (H, W, H+W) float32 temporaries are ~170 KiB, so 8
 # images stay close to a typical L2 cache (measured best at batch 64-256 on a 2 MiB-L2 EPYC). On a GPU
 # small chunks only add kernel launches; a large chunk still bounds memory (~170 MiB per 1024 images).
-# Tuned with `python -m search.bench`.
+# Tuned with `se-cca-search bench`.
 CHUNK_IMAGES = 16
 CHUNK_IMAGES_ACCELERATOR = 1024
 # The eager kernels exponentiate in base 2: on the CPU torch.exp2 runs about 3x faster than torch.exp

@@ -10,16 +10,16 @@ import threading
 from collections.abc import Callable, Sequence
 
 from search.data import DATASETS, EVAL_ON, DataOptions
-from search.errors import EXIT_STORAGE, SearchError
+from search.errors import EXIT_INTERRUPTED, EXIT_STORAGE, SearchError
 from search.interrupts import sigterm_as_interrupt
 
-EXIT_INTERRUPTED = 130
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 
 def command(name: str) -> str:
-    """How a user runs the command module ``search.<name>``: every hint and usage line says it this way."""
-    return f"python -m search.{name}"
+    """How a user runs the command ``name``: every hint and usage line says it this way. The search is
+    ``python -m search.run``, the command users are given first; the others are the console script's."""
+    return "python -m search.run" if name == "run" else f"se-cca-search {name}"
 
 
 def int_between(minimum: int, maximum: int | None, what: str):

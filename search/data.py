@@ -313,11 +313,6 @@ def nested_balanced_order(labels: torch.Tensor, seed: int) -> torch.Tensor:
     return order[torch.argsort(rank[order], stable=True)]
 
 
-def rung_sizes(n: int, rungs: int, factor: int = 3) -> list[int]:
-    """Training-set sizes of ``rungs`` rungs ending at all ``n`` images: n/9, n/3, n for three."""
-    return [max(10 * NUM_CLASSES, n // factor ** (rungs - 1 - k)) for k in range(rungs)]
-
-
 def split(raw, options: DataOptions) -> Splits:
     (train_x, train_y), (test_x, test_y) = raw
     val_size = options.resolved_val_size
@@ -341,10 +336,9 @@ def split(raw, options: DataOptions) -> Splits:
 
 
 def trained_on_val(saved_data: dict) -> bool:
-    """Whether a saved model's training set held the validation images (its config.json's ``data``):
-    ``trained_on_val`` as search.train and search.retrain write it, else (older folders) only with
-    ``eval_on`` test, which trains on every training image."""
-    return bool(saved_data.get("trained_on_val", saved_data.get("eval_on") == "test"))
+    """Whether a saved model's training set held the validation images: ``trained_on_val`` in its
+    config.json's ``data``, as train and retrain write it."""
+    return bool(saved_data.get("trained_on_val"))
 
 
 def load_splits(options: DataOptions, *, log: Log = _stderr) -> Splits:

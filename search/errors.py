@@ -1,9 +1,17 @@
-"""The tool's exceptions. Each CLI catches ``SearchError`` once in ``main`` and prints one line.
+"""The tool's exceptions and every exit code a command returns.
 
-Exit codes: 2 bad input (flags, files, data), 3 storage failure, 4 training failure, 130 interrupted.
+Each command's ``main`` runs inside ``search.cli.run_main``, the one boundary that turns a ``SearchError``
+into one ``error: ...`` line and its exit code, and Ctrl-C or SIGTERM into ``EXIT_INTERRUPTED``.
 """
 
 from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # what was asked did not hold (retrain --verify did not reproduce), or a worker died
+EXIT_USAGE = 2  # bad input: flags, files, data
+EXIT_STORAGE = 3  # the study storage cannot be opened or written (a full disk too)
+EXIT_TRAINING = 4  # training failed outside a search (a diverged run of train or retrain)
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM, as a shell reports SIGINT
 
 
 class SearchError(Exception):
@@ -15,16 +23,13 @@ class SearchError(Exception):
 class UsageError(SearchError):
     """A flag or input file is wrong."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class DataError(SearchError):
     """The data set cannot be found, fetched or parsed."""
 
-    exit_code = 2
-
-
-EXIT_STORAGE = 3
+    exit_code = EXIT_USAGE
 
 
 class StorageError(SearchError):
@@ -34,7 +39,7 @@ class StorageError(SearchError):
 
 
 class TrainingError(SearchError):
-    exit_code = 4
+    exit_code = EXIT_TRAINING
 
 
 class DivergedError(TrainingError):

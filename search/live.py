@@ -3,7 +3,7 @@
 ``search.run`` wraps its trials in ``LiveDashboard``: a background thread that, every few seconds, reads
 the study and rewrites (only when something changed)
   - the "learning-curves" figure: train/held-out loss and held-out accuracy per epoch of the best trial
-    so far, the seed-config trial and the last few trials, running ones included, so the current
+    so far, the baseline-config trial and the last few trials, running ones included, so the current
     trial's curves appear after its first epoch;
   - the "speed" figure: training images/s and seconds per epoch of every trial;
   - the study's note: the settings (data, split, space, metric, sampler, pruner, versions) and the
@@ -23,12 +23,13 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
+from search.answer import baseline_trial, best_trial
 from search.plots import learning_curves
-from search.summary import baseline_trial, best_trial, settings_rows, summary
+from search.summary import settings_rows, summary
 from search.trial_curves import curves_of
 
 INTERVAL_S = 5.0  # seconds between looks at the study: half the dashboard's 10 s reload, ~2% of a core
-LAST_FEW = 3  # most recently started trials shown beside the best and the seed config's
+LAST_FEW = 3  # most recently started trials shown beside the best and the baseline config's
 
 
 def curve_trials(study: optuna.Study) -> dict[str, dict]:
@@ -39,7 +40,7 @@ def curve_trials(study: optuna.Study) -> dict[str, dict]:
     if best is not None and curves_of(best)["eval_loss"]:
         chosen[best.number] = "best so far"
     if baseline is not None and curves_of(baseline)["eval_loss"]:
-        chosen.setdefault(baseline.number, "seed config")
+        chosen.setdefault(baseline.number, "baseline config")
     latest = sorted(trials, key=lambda t: (t.datetime_start or datetime.min, t.number))[-LAST_FEW:]
     for t in reversed(latest):
         chosen.setdefault(t.number, t.state.name.lower())

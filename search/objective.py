@@ -15,34 +15,16 @@ import optuna
 import torch
 
 from model import SECCANet, count_parameters
+from search import pruning
 from search import space as search_space
-from search.data import Splits, nested_balanced_order, rung_sizes
+from search.data import Splits, nested_balanced_order
 from search.diagnosis import diagnose_trial, note_markdown
 from search.errors import DivergedError
+from search.metrics import METRIC_NAMES, Scores, evaluate, metric_value
 from search.recovery import INTERRUPTED
-from search.training import EpochResult, Scores, evaluate, fit
+from search.training import EpochResult, fit
 from search.trial_curves import KEYS as CURVE_KEYS
 from search.trial_curves import store_curves
-
-# What a trial is scored by (--metric): its name, its direction, and the EpochResult/Scores field (and curves
-# key) that holds it. "calibrated-loss" is the held-out loss at its best temperature (training.py says why).
-METRICS = ("loss", "accuracy", "calibrated-loss")
-METRIC_NAMES = {"loss": "held-out loss", "accuracy": "held-out accuracy",
-                "calibrated-loss": "calibrated held-out loss"}
-DIRECTIONS = {"loss": "minimize", "accuracy": "maximize", "calibrated-loss": "minimize"}
-METRIC_FIELDS = {"loss": "eval_loss", "accuracy": "eval_accuracy", "calibrated-loss": "eval_calibrated_loss"}
-
-
-def metric_value(scores, metric: str) -> float:
-    """``metric`` read from an EpochResult or a Scores."""
-    return getattr(scores, METRIC_FIELDS[metric])
-
-
-# The pruner's clock when trials are pruned per epoch: a trial reports its held-out value a third of the way
-# into its first epoch (step 1) and after every epoch e (step 3e). Successive halving's rungs (1, 3, 9, 27)
-# then fall at a third of an epoch, 1, 3 and 9 epochs, so most trials stop before paying for one epoch.
-# A study records its clock (user attribute "steps_per_epoch"); studies made before it report per epoch (1).
-STEPS_PER_EPOCH = 3
 
 
 @dataclass
@@ -54,29 +36,25 @@ class Objective:
     seed: int = 0
     impl: str = "auto"
     log: Callable[[str], None] | None = None  # per-epoch seed-style lines (-v)
-    # Successive halving over the training-set size (the seed's "try a small sample first", section 1.4):
-    # with 3 rungs a trial trains on 1/9 of the images, then 1/3 if its score is in the top third of
-    # that rung, then all of them; each rung is a fresh model. 1: every trial trains on all images and
-    # is pruned per epoch instead.
-    rungs: int = 1
+    rungs: int = 1  # size rungs (search.pruning); 1: every trial trains on all images, pruned per epoch
     live: bool = True  # rewrite the trial's dashboard note after every epoch (else only when it ends)
     epochs: tuple[int, int] | None = None  # --epochs-range (None: the space's own)
-    slow_epoch_s: float = 0.0  # search.run's hidden --slow-epoch: lets fault tests stop a process mid-trial
-    steps_per_epoch: int = STEPS_PER_EPOCH  # the study's pruning clock (1: once per epoch, no early report)
-    # --timeout as a deadline on time.monotonic(): a trial still running then stops at the end of its epoch
+    # --timeout as a deadline on ``clock``: a trial still running then stops at the end of its epoch
     # (PRUNED, with the reason), so a search ends near its budget instead of finishing 20-epoch trials.
     deadline: float | None = None
+    clock: Callable[[], float] = time.monotonic
 
     @classmethod
-    def from_args(cls, args, data: Splits, device: torch.device, log: Callable[[str], None] | None = None):
+    def from_args(cls, args, data: Splits, device: torch.device, log: Callable[[str], None] | None = None,
+                  clock: Callable[[], float] = time.monotonic):
         """The objective ``search.run``'s options describe (in its process and in each worker process)."""
         return cls(data=data, device=device, space=args.space, metric=args.metric, seed=args.seed, impl=args.impl,
-                   log=log, rungs=args.rungs, live=args.live, epochs=args.epochs_range, slow_epoch_s=args.slow_epoch,
-                   steps_per_epoch=args.steps_per_epoch,
-                   deadline=None if args.timeout is None else time.monotonic() + args.timeout)
+                   log=log, rungs=args.rungs, live=args.live, epochs=args.epochs_range,
+                   deadline=None if args.timeout is None else clock() + args.timeout, clock=clock)
 
     def __post_init__(self) -> None:
-        self.sizes = rung_sizes(len(self.data.train_y), self.rungs) if self.rungs > 1 else [len(self.data.train_y)]
+        n = len(self.data.train_y)
+        self.sizes = pruning.rung_sizes(n, self.rungs) if self.rungs > 1 else [n]
         self.order = nested_balanced_order(self.data.train_y.cpu(), self.seed).to(self.device) \
             if self.rungs > 1 else None
 
@@ -91,13 +69,12 @@ class Objective:
         rung_values = {}
         for rung, size in enumerate(self.sizes):
             last_rung = rung == len(self.sizes) - 1
-            model, history, curves, speeds = self._fit(trial, net_config, train_config, size,
-                                                       per_epoch=self.rungs == 1, last_rung=last_rung)
+            model, history, curves, speeds = self._fit(trial, net_config, train_config, size, last_rung=last_rung,
+                                                       per_epoch=pruning.prunes_per_epoch(self.rungs))
             last = history[-1]
             value = metric_value(last, self.metric)
             if self.rungs > 1:
-                step = 3 ** rung  # the resource in Optuna's SuccessiveHalvingPruner: 1, 3, 9 (x 1/9 of the images)
-                trial.report(value, step)
+                trial.report(value, pruning.rung_step(rung))
                 rung_values[str(size)] = round(value, 4)
                 trial.set_user_attr("rung_values", rung_values)  # {training images: held-out value}
                 if not last_rung and trial.should_prune():
@@ -125,8 +102,7 @@ class Objective:
         model = SECCANet(net_config, impl=self.impl).to(self.device)
         try:
             history = fit(model, self.data.train_x, self.data.train_y, self.data.held_out_x, self.data.held_out_y,
-                          train_config, seed=seed, score_every_epoch=False,
-                          on_epoch=(lambda _: time.sleep(self.slow_epoch_s)) if self.slow_epoch_s else None)
+                          train_config, seed=seed, score_every_epoch=False)
         except DivergedError:
             return None
         return metric_value(history[-1], self.metric)
@@ -134,8 +110,7 @@ class Objective:
     def _fit(self, trial: optuna.Trial, net_config, train_config, size: int, *, per_epoch: bool,
              last_rung: bool = True):
         """Train a fresh model on the first ``size`` training images; with ``per_epoch``, report the held-out
-        value a third into the first epoch and after every epoch (``STEPS_PER_EPOCH``) and prune by it.
-        Past the deadline, stop after any epoch but the trial's very last (its result is then paid for).
+        value on search.pruning's clock and prune by it; past the deadline, stop where search.pruning says.
         -> (model, history, curves, images/s per epoch)."""
         torch.manual_seed(self.seed + trial.number)  # init differs per trial, reproducible per study
         model = SECCANet(net_config, impl=self.impl).to(self.device)
@@ -160,13 +135,12 @@ class Objective:
                 raise optuna.TrialPruned(reason)
 
         def on_peek(scores: Scores) -> None:
-            report_or_prune(metric_value(scores, self.metric), 1,  # step 1: a third of an epoch
+            report_or_prune(metric_value(scores, self.metric), pruning.PEEK_STEP,
                             f"a third into epoch 1/{train_config.epochs}")
 
         def stop_at_deadline(epoch: int) -> None:
-            if self.deadline is None or time.monotonic() < self.deadline:
-                return
-            if last_rung and epoch == train_config.epochs:  # finished: keep it
+            if not pruning.stops_at_deadline(self.clock(), self.deadline, epoch, train_config.epochs,
+                                             last_rung=last_rung):
                 return
             reason = f"stopped at the --timeout deadline after epoch {epoch}/{train_config.epochs}{on}"
             trial.set_user_attr("reason", reason)
@@ -190,25 +164,19 @@ class Objective:
             if self.live:
                 write_note(trial, {**curves, "n_params": n_params},
                            status=f"running, epoch {result.epoch}/{train_config.epochs}{on}")
-            if self.slow_epoch_s:  # after the epoch is on record: tests watch a running trial's curves meanwhile
-                time.sleep(self.slow_epoch_s)
             if per_epoch:
-                value = metric_value(result, self.metric)
-                # Never at the last epoch: the trial has already paid for its whole run, and its final value
-                # is exactly what the study compares; pruning it then only throws a finished result away.
-                if result.epoch < train_config.epochs:
-                    report_or_prune(value, result.epoch * self.steps_per_epoch,
-                                    f"at epoch {result.epoch}/{train_config.epochs}")
+                value, step = metric_value(result, self.metric), pruning.epoch_step(result.epoch)
+                if pruning.may_prune_after(result.epoch, train_config.epochs):
+                    report_or_prune(value, step, f"at epoch {result.epoch}/{train_config.epochs}")
                 else:
-                    trial.report(value, result.epoch * self.steps_per_epoch)
+                    trial.report(value, step)
             stop_at_deadline(result.epoch)
 
         try:
             history = fit(model, train_x, train_y, self.data.held_out_x, self.data.held_out_y, train_config,
                           seed=self.seed + trial.number, on_epoch=on_epoch, log=self.log,
                           score_every_epoch=last_rung,
-                          peek_at=1 / STEPS_PER_EPOCH,
-                          on_peek=on_peek if per_epoch and self.steps_per_epoch == STEPS_PER_EPOCH else None)
+                          peek_at=pruning.PEEK_AT, on_peek=on_peek if per_epoch else None)
         except DivergedError as exc:
             trial.set_user_attr("reason", str(exc))
             trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))

@@ -1,20 +1,40 @@
-"""The trial loop and the Optuna parts it runs with: samplers, pruners, and "run trials here until the
-study's total is reached". Used alike by search.run (one process) and search.workers (worker processes).
+"""The trial loop and the Optuna parts it runs with: samplers, the pruner (search.pruning), and "run trials
+here until the study's total is reached". Used alike by search.run (one process) and search.workers.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import signal
+import sys
 import time
+from collections.abc import Callable
 
 import optuna
+from tqdm import tqdm
 
 from search import space as search_space
-from search.objective import CATCH, STEPS_PER_EPOCH
+from search.errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
+from search.interrupts import interrupt_once
+from search.metrics import METRIC_NAMES
+from search.objective import CATCH, Objective
+from search.pruning import make_pruner
 from search.recovery import counts_toward_total, fail_stale
+from search.rescore import rescore
+from search.summary import trial_line
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
-PRUNERS = ("median", "hyperband", "successive-halving", "none")
+# Samplers that need a package of the `samplers` extra (pip install -e '.[samplers]'): Optuna imports it lazily.
+SAMPLER_PACKAGES = {"cmaes": "cmaes", "gp": "scipy", "qmc": "scipy"}
+
+
+def check_sampler(name: str) -> None:
+    """Refuse, before any work, a sampler whose package is not installed, naming the install command."""
+    package = SAMPLER_PACKAGES.get(name)
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise UsageError(f"--sampler {name} needs the {package} package; install it with "
+                         f"pip install -e '.[samplers]' (or pip install {package}), or use --sampler tpe")
 
 
 def make_sampler(name: str, seed: int, startup_trials: int | None = None) -> optuna.samplers.BaseSampler:
@@ -31,26 +51,6 @@ def make_sampler(name: str, seed: int, startup_trials: int | None = None) -> opt
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
-
-
-def make_pruner(name: str, max_epochs: int = 12, rungs: int = 1) -> optuna.pruners.BasePruner:
-    if rungs > 1 and name != "none":
-        # Successive halving over the training-set size: the objective reports at resource 1, 3, 9
-        # (1/9, 1/3, all of the images); the top third of each rung goes on.
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3,
-                                                      min_early_stopping_rate=0)
-    if name == "median":
-        # Five full trials before any pruning; after that a trial can be pruned from its first report on.
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs * STEPS_PER_EPOCH,
-                                              reduction_factor=3)
-    if name == "successive-halving":
-        # The default: rungs at 1, 3, 9, 27 steps (a third of an epoch, 1, 3, 9 epochs: STEPS_PER_EPOCH),
-        # from the very first trials on, where the median rule waits for five full ones. On the 50-trial
-        # default search it cut the wall time and found better answers (README, "Quality per minute").
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    return optuna.pruners.NopPruner()
 
 
 def sampler_for(args: argparse.Namespace, seed: int) -> optuna.samplers.BaseSampler:
@@ -75,17 +75,17 @@ def told_elsewhere(exc: BaseException | None) -> bool:
 
 
 def run_trials(study: optuna.Study, objective, *, budget: int, timeout: float | None, on_trial,
-               log=print) -> None:
+               log=print, clock: Callable[[], float] = time.monotonic) -> None:
     """Run trials one at a time until the study holds ``budget`` finished-or-running trials (a total
-    across reruns, workers and machines) or ``timeout`` seconds have passed."""
-    start = time.monotonic()
+    across reruns, workers and machines) or ``timeout`` seconds have passed on ``clock``."""
+    start = clock()
     running = []
 
     def tracked(trial: optuna.Trial):
         running[:] = [trial.number]
         return objective(trial)
 
-    while timeout is None or time.monotonic() - start < timeout:
+    while timeout is None or clock() - start < timeout:
         fail_stale(study)  # heartbeat check: a dead worker's trial must not hold a budget slot
         trials = study.get_trials(deepcopy=False)
         if counts_toward_total(trials) >= budget:
@@ -101,3 +101,42 @@ def run_trials(study: optuna.Study, objective, *, budget: int, timeout: float | 
             # worker goes on instead of dying with it.
             log(f"trial {running[0]}: finished by another process while it ran here (its heartbeat came "
                 "late); this result is dropped, the study keeps the other outcome and its retry")
+
+
+def run_here(args, device, data, study: optuna.Study, done: int, clock: Callable[[], float] = time.monotonic) -> int:
+    """``--workers 1``: run the trials in this process, with a progress bar; -> an exit code."""
+    metric_name = METRIC_NAMES[args.metric]
+    bar = tqdm(total=args.n_trials, initial=min(done, args.n_trials), unit="trial", desc="trials",
+               dynamic_ncols=True, file=sys.stderr, disable=None)
+
+    def on_trial(study: optuna.Study, trial) -> None:
+        bar.write(trial_line(trial, metric_name))
+        bar.update(1)
+
+    objective = Objective.from_args(args, data.to(device), device, log=bar.write if args.verbose else None,
+                                    clock=clock)
+    previous = {sig: signal.signal(sig, interrupt_once) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        run_trials(study, objective, budget=args.n_trials, timeout=args.timeout, on_trial=on_trial, log=bar.write,
+                   clock=clock)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        bar.close()
+    return EXIT_OK
+
+
+def rescore_here(args, device, data, study: optuna.Study) -> int:
+    """--repeats: re-score the best trials here, after the trials (search.rescore)."""
+    objective = Objective.from_args(args, data.to(device), device)
+    previous = {sig: signal.signal(sig, interrupt_once) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        rescore(study, objective.repeat_value, args.repeats, args.seed, log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return EXIT_OK

@@ -43,17 +43,17 @@ def check_output_file(path: Path, *, storage_url: str | None = None) -> None:
 def check_output_folder(path: Path, *, overwrite: bool) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise UsageError(f"{path} exists and is not a folder; choose another --out")
+        raise UsageError(f"{path} exists and is not a folder; choose another -o folder")
     if path.is_dir() and (path.resolve() == Path.cwd().resolve() or path.resolve() in Path.cwd().resolve().parents):
-        raise UsageError(f"--out {path} is the current folder or holds it; the model folder is replaced whole, so "
+        raise UsageError(f"-o {path} is the current folder or holds it; the model folder is replaced whole, so "
                          "choose a new folder such as runs/NAME")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise UsageError(f"{path}/ already holds files; choose another --out or pass --overwrite")
+        raise UsageError(f"{path}/ already holds files; choose another -o folder or pass --overwrite")
     base = path.parent
     while not base.exists():  # the nearest folder that exists must let us create the rest
         base = base.parent
     if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
-        raise UsageError(f"{base} is not a writable folder; choose another --out")
+        raise UsageError(f"{base} is not a writable folder; choose another -o folder")
 
 
 class AtomicFolder:

@@ -19,7 +19,7 @@ import optuna
 from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 
-KEEP_ON_RETRY = ("seed_config",)
+KEEP_ON_RETRY = ("baseline",)
 INTERRUPTED = "interrupted (Ctrl-C or SIGTERM)"
 
 
@@ -75,7 +75,7 @@ def interrupted_numbers(study: optuna.Study) -> set[int]:
 
 
 def retry_interrupted(study: optuna.Study) -> list[int]:
-    """Enqueue every interrupted trial that has no retry yet, with its params (and seed-config mark)."""
+    """Enqueue every interrupted trial that has no retry yet, with its params (and baseline mark)."""
     trials = study.get_trials(deepcopy=False)
     waiting = interrupted_numbers(study) - retried_numbers(trials)
     out = []

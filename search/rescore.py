@@ -6,7 +6,8 @@ configuration (a high learning rate that blows up one run in three) can look bes
 ``--repeats K`` search.run, once the trials are done, trains each of the TOP best complete trials K more
 times with other seeds (same params, data, epochs and held-out split: only the initialisation and batch
 order change) and stores every value in the study. Export, the summary, the report and the dashboard then
-pick the best by the mean over its runs, and the exported file records the runs, their mean and spread.
+pick the best by the mean over its runs (search.answer), and the exported file records the runs, their mean
+and spread.
 
 Each repeat is stored as soon as it ends (study user attribute ``repeat:<trial>:<k>``), so an interrupted
 re-scoring loses at most the run in progress, and the same command finishes it.
@@ -14,7 +15,6 @@ re-scoring loses at most the run in progress, and the same command finishes it.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 
@@ -51,48 +51,6 @@ def top_trials(study: optuna.Study, n: int = TOP) -> list[FrozenTrial]:
     return sorted(complete, key=lambda t: t.value, reverse=study.direction == StudyDirection.MAXIMIZE)[:n]
 
 
-def runs_of(trial: FrozenTrial, repeats: list[dict]) -> list[float | None]:
-    """The trial's own value, then its repeats' values (None: that run diverged)."""
-    return [trial.value, *[r.get("value") for r in repeats]]
-
-
-def mean_and_spread(values: list[float | None], maximize: bool) -> tuple[float, float]:
-    """Mean and standard deviation of a trial's runs; a diverged run makes the mean the worst possible, so a
-    configuration that blows up once is never picked by its mean."""
-    if any(v is None for v in values):
-        return (float("-inf") if maximize else float("inf")), float("nan")
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def ranked(study: optuna.Study) -> list[dict]:
-    """The re-scored trials, best mean first: {"trial", "values", "seeds", "mean", "std"}. Empty when the
-    study has no repeats (then its best is Optuna's best_trial)."""
-    repeats = stored_repeats(study)
-    if not repeats:
-        return []
-    maximize = study.direction == StudyDirection.MAXIMIZE
-    trials = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    seed = study.user_attrs.get("identity", {}).get("seed", 0)  # search.run's --seed: a trial's own is seed + number
-    rows = []
-    for number, runs in repeats.items():
-        if number not in trials:
-            continue
-        values = runs_of(trials[number], runs)
-        mean, std = mean_and_spread(values, maximize)
-        rows.append({"trial": trials[number], "values": values, "mean": mean, "std": std,
-                     "seeds": [(seed + number) % 2**32, *[r.get("seed") for r in runs]]})
-    return sorted(rows, key=lambda r: r["mean"], reverse=maximize)
-
-
-def best_by_mean(study: optuna.Study) -> dict | None:
-    """The re-scored trial with the best mean, or None: no re-scoring, or trials finished after it and the best
-    single run is one of them (then it is the answer until a run with --repeats re-scores it)."""
-    rows = ranked(study)
-    if not rows or study.best_trial.number not in {r["trial"].number for r in rows}:
-        return None
-    return rows[0]
-
-
 def missing_repeats(study: optuna.Study, repeats: int, n: int = TOP) -> list[tuple[FrozenTrial, int]]:
     """(trial, k) pairs still to run so each of the ``n`` best trials has ``repeats`` repeats."""
     attrs = study.user_attrs
@@ -120,10 +78,3 @@ def rescore(study: optuna.Study, train_value: Callable[[dict, int], float | None
         log(f"  repeat {i}/{len(todo)}: trial {trial.number} with seed {seed}: {shown} (its own run: "
             f"{trial.value:.4f}; {seconds:.0f} s)")
     return len(todo)
-
-
-def repeats_record(row: dict) -> dict:
-    """What an exported file records of a re-scored trial (JSON: a diverged run is null, an infinite mean too)."""
-    finite = all(v is not None for v in row["values"])
-    return {"values": row["values"], "seeds": row["seeds"], "mean": row["mean"] if finite else None,
-            "std": row["std"] if finite else None}

@@ -1,12 +1,12 @@
-"""``python -m search.run``, kept at its old name: the command lives in search/commands/run.py."""
+"""``python -m search.run``: the search, the command users are given first (search/commands/run.py).
+
+Every other command runs as ``se-cca-search <command>`` or ``python -m search <command>``.
+"""
 
 import sys
 
-from search.commands import run as command
-
 if __name__ == "__main__":
     from search.cli import run_main
+    from search.commands.run import main
 
-    sys.exit(run_main(command.main))
-elif __name__ == "search.run":  # not as multiprocessing's __mp_main__
-    sys.modules[__name__] = command  # `import search.run` is the command module itself
+    sys.exit(run_main(main))

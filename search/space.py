@@ -66,8 +66,8 @@ TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 def fixed_params(space: str, metric: str | None) -> dict:
     """Params that a study scored by ``metric`` leaves out of its space, with the seed's value they keep.
     The calibrated loss fits a temperature on the held-out set, which removes the plain loss's penalty on
-    label smoothing: it picked smoothed runs whose plain test loss was above the seed's config's (README,
-    "Quality per minute"). A temperature does after training what smoothing does during it. Left out, not
+    label smoothing: it picked smoothed runs whose plain test loss was above the baseline config's
+    (docs/experiments.md). A temperature does after training what smoothing does during it. Left out, not
     held at 0 in the space: a constant param would still get an importance (PED-ANOVA gives it one)."""
     if metric == "calibrated-loss" and "label_smoothing" in TABLES.get(space, {}):
         return {"label_smoothing": 0.0}

@@ -1,19 +1,36 @@
-"""Open an existing study for reading (export, report, compare, dashboard), never creating one.
+"""A study's whole life: created (or resumed) for a search, opened for reading, never half-made.
 
-Every problem is one ``UsageError`` line: a missing study file, a study name that is not in the
-storage (the names that are there are listed), a trial number that does not exist, no completed trial.
+For a search (``open_for_search``): the study is created once, with everything a new study gets (metric
+name, identity, split sizes, versions, the baseline-config trial), as one unit that Ctrl-C or SIGTERM waits
+for; a study whose creation was cut short (kill -9) is finished by the next run; a rerun with settings that
+would make trials incomparable (space, metric, data, split) is refused; dead and interrupted trials are
+failed and re-enqueued (search.recovery).
+
+For reading (export, report, compare, dashboard): ``load_existing_study`` never creates a file or a schema.
+Every problem is one ``UsageError`` line: a missing study file, a study name that is not in the storage
+(the names that are there are listed), a trial number that does not exist, no completed trial.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import platform
+import sys
+import time
 
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from search.cli import command
+from search import space as search_space
+from search.answer import best_trial
+from search.cli import command, data_options
 from search.errors import UsageError
+from search.interrupts import deferred_signals
+from search.metrics import DIRECTIONS, METRIC_NAMES, default_metric
+from search.optimize import pruner_for, sampler_for
+from search.recovery import recover, retry_interrupted
 from search.storage import (
     OPTUNA_TABLES,
     check_storage_url,
@@ -22,10 +39,12 @@ from search.storage import (
     journal_path,
     open_storage,
     redact,
+    repair_journal_tail,
+    retry_on_race,
     sqlite_path,
     storage_error,
+    storage_errors,
 )
-from search.summary import best_trial
 
 DEFAULT_STUDY_NAME = "se-cca-mnist"
 
@@ -110,3 +129,104 @@ def study_and_output(args: argparse.Namespace) -> tuple[optuna.Study, str]:
     url = storage_url_of(args)
     check_output_file(args.output, storage_url=url)
     return load_existing_study(args.study_name, url), url
+
+
+# ------------------------------------------------------------------------------------------ for a search
+
+def open_for_search(args: argparse.Namespace, storage_url: str, data_sizes: dict
+                    ) -> tuple[optuna.Study, list[int], list[int]]:
+    """The study ``search.run``'s options name, created or resumed, ready for trials. Sets ``args.metric``
+    to the study's own where the flag left it out. -> (study, reaped trial numbers, re-enqueued interrupted
+    trial numbers)."""
+    journal = journal_path(storage_url)
+    if journal is not None and (dropped := repair_journal_tail(journal)):
+        print(f"{journal}: dropped an unfinished last record ({dropped} bytes) left by an interrupted write "
+              "(a full disk or a kill); every complete record is kept", file=sys.stderr)
+    # Creating a study is one unit: a Ctrl-C or SIGTERM meanwhile takes effect right after it.
+    with storage_errors(storage_url), deferred_signals():
+        study = _open_or_create(args, storage_url, data_sizes)
+        return study, recover(study), retry_interrupted(study)
+
+
+def study_identity(args: argparse.Namespace) -> dict:
+    """What must match for trials to be comparable: refuse to mix anything else into one study."""
+    # Absent when off or unset, so the identity names only what a study changed.
+    rungs = {"rungs": args.rungs} if args.rungs > 1 else {}
+    epochs = {"epochs_range": list(args.epochs_range)} if args.epochs_range else {}
+    return {"space": args.space, "metric": args.metric, **rungs, **epochs, **data_options(args).identity()}
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for dist in ("torch", "optuna", "se-cca-search"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def _open_or_create(args: argparse.Namespace, storage_url: str, data_sizes: dict) -> optuna.Study:
+    """Create the study (once: the process that creates it sets its attributes and enqueues the seed
+    trial), or load it and refuse settings that would make its trials incomparable. A study whose
+    creation was cut short (no identity yet, no trials) is finished by the next run."""
+    storage = open_storage(storage_url, heartbeat_interval=args.heartbeat_interval)
+    try:
+        study_id = storage.get_study_id_from_name(args.study_name)  # there already: load it (a create attempt
+        exists = True                                               # would add a CREATE_STUDY record to a
+    except KeyError:                                                # journal each run)
+        exists = False
+    stored = storage.get_study_user_attrs(study_id).get("identity") if exists else None
+    args.metric = default_metric(args.metric, stored, args.train_subset, args.space)
+    identity = study_identity(args)
+    study = None
+    if not exists:
+        try:
+            study = retry_on_race(lambda: optuna.create_study(
+                study_name=args.study_name, storage=storage, direction=DIRECTIONS[args.metric],
+                sampler=sampler_for(args, args.seed), pruner=pruner_for(args)))
+        except optuna.exceptions.DuplicatedStudyError:
+            pass  # another process created it a moment ago: load it below
+    if study is None:
+        study = optuna.load_study(study_name=args.study_name, storage=storage, sampler=None,
+                                  pruner=pruner_for(args))
+        old = study.user_attrs.get("identity")
+        if old is None and not study.trials:
+            old = wait_for_identity(study)  # another process may be creating it this very moment
+            if old is None:
+                finish_creation(study, args, identity, data_sizes)
+                return study
+        if old is not None and old != identity:
+            diff = ", ".join(
+                f"{k} {old.get(k)!r} -> {identity.get(k)!r}" for k in identity if old.get(k) != identity[k]
+            )
+            raise UsageError(f"study {args.study_name!r} was run with other settings ({diff}); trials would not be "
+                             "comparable: use another --study-name, or the study's own settings") from None
+        # Offset the sampler's seed by the trials already there, so a resumed run does not replay the
+        # random start-up points of the first run.
+        study.sampler = sampler_for(args, args.seed + len(study.trials))
+        return study
+    finish_creation(study, args, identity, data_sizes)
+    return study
+
+
+def wait_for_identity(study: optuna.Study, seconds: float = 3.0) -> dict | None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        identity = study.user_attrs.get("identity")
+        if identity is not None or study.trials:
+            return identity
+    return None
+
+
+def finish_creation(study: optuna.Study, args: argparse.Namespace, identity: dict, data_sizes: dict) -> None:
+    """Everything a new study gets besides its row: metric name, identity, sizes, versions, seed trial.
+    The identity is written last but one: until it is there, a rerun knows creation did not finish."""
+    study.set_metric_names([METRIC_NAMES[args.metric]])
+    study.set_user_attr("split_sizes", data_sizes)
+    study.set_user_attr("versions", versions())
+    if not args.no_baseline_trial:
+        study.enqueue_trial(search_space.baseline_params(args.space, args.epochs_range, args.metric),
+                            user_attrs={"baseline": True})
+    study.set_user_attr("identity", identity)

@@ -7,8 +7,8 @@ import shlex
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.answer import baseline_trial, best_by_mean, best_trial, ranked
 from search.cli import command
-from search.rescore import best_by_mean, ranked
 from search.storage import default_storage, journal_path, redact
 
 
@@ -38,26 +38,6 @@ def trial_line(trial: FrozenTrial, metric_name: str) -> str:
     if trial.user_attrs.get("diagnosis"):
         parts.append(f"[{trial.user_attrs['diagnosis']}]")
     return "  ".join(p for p in parts if p)
-
-
-def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The baseline: the trial of the seed's own configuration (user attribute ``seed_config``), its first
-    run, or the retry that finished when that run was interrupted or its worker died."""
-    runs = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("seed_config")]
-    finished = [t for t in runs if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    return (finished or runs or [None])[0]
-
-
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The study's answer: the best by the mean of its runs where trials were re-scored (--repeats), else
-    Optuna's best trial."""
-    row = best_by_mean(study)
-    if row is not None:
-        return row["trial"]
-    try:
-        return study.best_trial
-    except ValueError:  # no completed trial yet
-        return None
 
 
 def format_runs(row: dict) -> str:
@@ -128,12 +108,12 @@ def summary(study: optuna.Study, storage: str, metric_name: str) -> str:
         baseline = baseline_trial(study)
         if baseline is not None and baseline.value is not None and baseline.number != best.number:
             change = (best.value - baseline.value) / abs(baseline.value) * 100 if baseline.value else 0.0
-            lines.append(f"seed config (trial {baseline.number}): {metric_name} {baseline.value:.4f}; "
+            lines.append(f"baseline config (trial {baseline.number}): {metric_name} {baseline.value:.4f}; "
                          f"best is {change:+.1f}%")
         elif baseline is not None and baseline.number == best.number:
-            lines.append(f"the seed config (trial {baseline.number}) is still the best")
+            lines.append(f"the baseline config (trial {baseline.number}) is still the best")
         elif baseline is not None:
-            lines.append(f"seed config (trial {baseline.number}): {baseline.state.name.lower()}")
+            lines.append(f"baseline config (trial {baseline.number}): {baseline.state.name.lower()}")
     if rows := ranked(study):
         lines.append("re-scored with more seeds (--repeats), by the mean of their runs:")
         lines += [f"  trial {r['trial'].number}: {format_runs(r)}" for r in rows]
@@ -146,5 +126,5 @@ def summary(study: optuna.Study, storage: str, metric_name: str) -> str:
               f"  optuna-dashboard {shlex.quote(dashboard_arg)}",
               f"  {command('report')} {storage_args(study.study_name, storage)} -o report.html",
               f"  {command('export')} {storage_args(study.study_name, storage)} -o best.json",
-              f"  {command('retrain')} best.json --out runs/{study.study_name}"]
+              f"  {command('retrain')} best.json -o runs/{study.study_name}"]
     return "\n".join(lines)

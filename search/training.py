@@ -18,12 +18,12 @@ from torch import nn
 from search.data import normalize
 from search.devices import synchronize
 from search.errors import DivergedError
+from search.metrics import Scores, score
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 # Learning-rate schedules over all of a run's steps: the seed's constant rate, a cosine decay to 0 after
 # a linear warm-up, or PyTorch's one-cycle (warm up to ``lr``, then anneal far below it).
 SCHEDULES = ("constant", "cosine", "onecycle")
-EVAL_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ FUSED_DEVICES = ("cpu", "cuda")
 def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
     """The config's optimizer, fused where the device has the kernels. Why fused: on the CPU PyTorch's
     default updates one parameter at a time in Python, ~2.3 ms of a ~11 ms batch-32 step of this network;
-    the fused kernel is one call (same update, rounded differently by ~1e-7; README "Speed")."""
+    the fused kernel is one call (same update, rounded differently by ~1e-7; docs/benchmarks.md)."""
     params = list(params)
     fused = bool(params) and all(p.device.type in FUSED_DEVICES for p in params)
     if config.optimizer == "adam":
@@ -98,72 +98,6 @@ def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
                            fused=fused)
-
-
-@dataclass(frozen=True)
-class Scores:
-    """One scoring of held-out (or test) images; the names are EpochResult's, so a metric reads either."""
-
-    eval_loss: float  # mean cross-entropy
-    eval_accuracy: float
-    eval_calibrated_loss: float  # mean cross-entropy at the best temperature (calibrated_cross_entropy)
-
-
-@torch.inference_mode()
-def _logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    logits = torch.cat([model(normalize(x[start:start + batch_size])).float()
-                        for start in range(0, len(x), batch_size)])
-    model.train(was_training)
-    return logits
-
-
-def _loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    loss = nn.functional.cross_entropy(logits, y, reduction="sum").double().item() / len(y)
-    return loss, (logits.argmax(1) == y).sum().item() / len(y)
-
-
-def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = EVAL_BATCH) -> Scores:
-    """Score uint8 images ``x`` with labels ``y`` (on the model's device); one forward pass for all three."""
-    if not len(y):
-        return Scores(0.0, 0.0, 0.0)
-    logits = _logits(model, x, batch_size)
-    loss, accuracy = _loss_and_accuracy(logits, y)
-    return Scores(loss, accuracy, calibrated_cross_entropy(logits, y) if math.isfinite(loss) else loss)
-
-
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = EVAL_BATCH):
-    """-> (mean cross-entropy, accuracy) over uint8 images ``x`` and labels ``y`` on the model's device; no
-    temperature fitted (the test set's figures are reported as they are)."""
-    return _loss_and_accuracy(_logits(model, x, batch_size), y) if len(y) else (0.0, 0.0)
-
-
-def calibrated_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, iterations: int = 40) -> float:
-    """The mean cross-entropy of ``logits / T`` at the temperature T that minimises it (temperature scaling,
-    Guo et al. 2017; the "calibrated log-likelihood" Ashukha et al. 2020 compare models by).
-
-    Why: a network trained at a constant rate grows over-confident after a few epochs, so its plain
-    held-out loss rises while it still gets better at telling digits apart. One fitted temperature removes
-    the over-confidence and leaves how well the logits rank the classes. Cross-entropy is convex in 1/T,
-    so a golden-section search over log(1/T) in [1/20, 20] finds the minimum."""
-    def loss_at(log_beta: float) -> float:
-        return nn.functional.cross_entropy(logits * math.exp(log_beta), labels).item()
-
-    ratio = (math.sqrt(5) - 1) / 2
-    low, high = math.log(1 / 20), math.log(20)
-    a, b = high - ratio * (high - low), low + ratio * (high - low)
-    loss_a, loss_b = loss_at(a), loss_at(b)
-    for _ in range(iterations):
-        if loss_a < loss_b:
-            high, b, loss_b = b, a, loss_a
-            a = high - ratio * (high - low)
-            loss_a = loss_at(a)
-        else:
-            low, a, loss_a = a, b, loss_b
-            b = low + ratio * (high - low)
-            loss_b = loss_at(b)
-    return min(loss_a, loss_b, loss_at(0.0))  # never above the plain loss (T = 1)
 
 
 def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor,

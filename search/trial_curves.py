@@ -12,8 +12,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial
 
-# eval_calibrated_loss: the held-out loss at its best temperature (search.training.calibrated_cross_entropy);
-# studies from before it have none (an empty list).
+# eval_calibrated_loss: the held-out loss at its best temperature (search.metrics.calibrated_cross_entropy).
 KEYS = ("train_loss", "eval_loss", "eval_accuracy", "eval_calibrated_loss", "epoch_seconds")
 
 
@@ -22,9 +21,8 @@ def store_curves(trial: optuna.Trial, curves: dict[str, list[float]]) -> None:
 
 
 def curves_of(trial: FrozenTrial) -> dict[str, list[float]]:
-    """The trial's curves (empty lists when it stored none); studies written before the curves moved out
-    of the user attributes are read from there."""
+    """The trial's curves (empty lists when it stored none)."""
     stored = trial.system_attrs.get("curves")
     if not isinstance(stored, dict):
-        stored = trial.user_attrs
+        stored = {}
     return {k: list(stored.get(k) or []) for k in KEYS}

@@ -18,11 +18,12 @@ from optuna.trial import FixedTrial
 
 from model import NetConfig
 from search import space as search_space
+from search.answer import ranked, repeats_record
 from search.cli import SEED_MAX, command
 from search.data import DATASETS, EVAL_ON, IDENTITY_TYPES, DataOptions
 from search.errors import UsageError
-from search.objective import DIRECTIONS, METRIC_FIELDS, METRIC_NAMES
-from search.rescore import ranked, repeats_record
+from search.metrics import METRIC_NAMES
+from search.retrain_epochs import EPOCH_RULES, RETRAIN_RULE
 from search.training import TrainConfig
 from search.trial_curves import curves_of
 
@@ -34,11 +35,6 @@ OPTIONAL = {"study_name": str, "storage": str, "trial_number": int, "state": str
             "versions": dict, "reason": str, "diagnosis": str, "retrain_rule": str, "repeats": dict}
 # The data identity (search.data), except that a file states the held-out size it was scored on.
 DATA_KEYS = {**IDENTITY_TYPES, "val_size": int}
-# How search.retrain maps the trial's training onto the full training data: the trial's epochs, the epoch
-# of its best held-out score, or as many optimiser steps as the trial took. Export records RETRAIN_RULE,
-# chosen by measuring all three (README, "Quality per minute": how retrain maps the trial's budget).
-EPOCH_RULES = ("same-epochs", "best-epoch", "same-steps")
-RETRAIN_RULE = "same-epochs"
 TYPE_NAMES = {str: "a string", dict: "an object", int: "an integer", float: "a number", bool: "true/false"}
 
 
@@ -153,7 +149,7 @@ def validate(data: dict, path: Path) -> tuple[NetConfig, TrainConfig, DataOption
             raise UsageError(f"{path}: unknown key {key!r} (allowed: {', '.join([*REQUIRED, *OPTIONAL])})")
     for key, expected in REQUIRED.items():
         if key not in data:
-            raise UsageError(f"{path}: missing key {key!r}; export the file with `python -m search.export`")
+            raise UsageError(f"{path}: missing key {key!r}; export the file with `se-cca-search export`")
         _check_type(f"{path}: {key}", data[key], expected)
     for key, expected in OPTIONAL.items():
         if key in data:
@@ -184,7 +180,7 @@ def validate(data: dict, path: Path) -> tuple[NetConfig, TrainConfig, DataOption
         raise UsageError(f"{path}: data.eval_on {d['eval_on']!r} is unknown; choose from {', '.join(EVAL_ON)}")
     net, train = check_params(data["params"], data["space"], where=f"{path}: params", metric=data.get("metric"))
     for key, resolved in (("model", net.to_dict()), ("train", train.to_dict())):
-        # Files from before a knob existed lack its key: only the keys a file holds must agree.
+        # model and train are optional and may be partial (a file written by hand): the keys it holds must agree.
         for name, value in data.get(key, {}).items():
             if name not in resolved:
                 raise UsageError(f"{path}: unknown key {key}.{name} (allowed: {', '.join(resolved)})")
@@ -193,31 +189,6 @@ def validate(data: dict, path: Path) -> tuple[NetConfig, TrainConfig, DataOption
                                  f"({json.dumps(resolved[name])}); edit params, not {key}")
     options = DataOptions.from_identity(d, where=f"{path}: data")
     return net, train, options
-
-
-def best_epoch(record: dict, where: str = "the file") -> int:
-    """The epoch (from 1) of the trial's best held-out score, from the file's curves."""
-    metric = record.get("metric", "loss")
-    scores = record.get("curves", {}).get(METRIC_FIELDS.get(metric, "eval_loss"))
-    usable = isinstance(scores, list) and scores and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in scores)
-    if not usable:
-        raise UsageError(f"{where} has no usable per-epoch held-out scores (curves) for --epochs-rule best-epoch; "
-                         "use --epochs-rule same-epochs or --epochs N")
-    pick = max if DIRECTIONS.get(metric) == "maximize" else min
-    return 1 + scores.index(pick(scores))
-
-
-def retrain_epochs(rule: str, record: dict, epochs: int, batch_size: int, trial_images: int,
-                   retrain_images: int, where: str = "the file") -> int:
-    """Epochs to retrain for under ``rule`` (EPOCH_RULES): the trial trained ``epochs`` epochs of
-    ``trial_images`` images; the retrain sees ``retrain_images`` per epoch."""
-    if rule == "same-epochs":
-        return epochs
-    if rule == "best-epoch":
-        return min(best_epoch(record, where), epochs)
-    steps = epochs * math.ceil(trial_images / batch_size)
-    return max(1, round(steps / math.ceil(retrain_images / batch_size)))
 
 
 def load_trial_file(path: Path) -> tuple[dict, NetConfig, TrainConfig, DataOptions]:

@@ -18,17 +18,38 @@ import sys
 import optuna
 import torch
 
-from search.cli import EXIT_INTERRUPTED, data_options
+from search.cli import data_options, int_between
 from search.data import load_splits
 from search.devices import apply_compile_flag, resolve_device
-from search.errors import EXIT_STORAGE, one_line, root_cause
+from search.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STORAGE, one_line, root_cause
 from search.interrupts import interrupt_once
-from search.objective import METRIC_NAMES, Objective
+from search.metrics import METRIC_NAMES
+from search.objective import Objective
 from search.optimize import pruner_for, run_trials, sampler_for
 from search.storage import is_storage_failure, open_storage
 from search.summary import trial_line
 
 STOP_GRACE_S = 60  # how long a stopped worker may take to mark its trial FAIL before it is killed
+
+
+def workers_arg(text: str) -> int | str:
+    """``--workers``: auto, or a number of worker processes."""
+    return text if text == "auto" else int_between(1, 256, "auto or a number of workers from 1 to 256")(text)
+
+
+def resolve_workers(requested: int | str, devices: list, cores: int | None = None) -> int:
+    """``auto``: on the CPU one single-threaded process per core (two 1-thread workers beat one 2-thread
+    process: the closed form's small ops scale poorly across threads). On GPUs one process per two cores,
+    at most 8 per GPU: one trial leaves the GPU mostly idle (kernel launches on the CPU are the limit), and
+    on an H200 with 16 cores eight processes each trained as fast as one alone (the seed's trial: 59.9 s
+    vs 59.1 s) for 5x the epochs per minute (`.ci/gpu-check`)."""
+    if requested != "auto":
+        return requested
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if all(d.type == "cpu" for d in devices):
+        return max(1, cores)
+    return max(len(devices), min(cores // 2, 8 * len(devices)))
 
 
 def worker_entry(arg_dict: dict, storage_url: str, device_name: str, threads: int, index: int) -> None:
@@ -107,8 +128,8 @@ def run_worker_processes(args: argparse.Namespace, storage_url: str, devices: li
         return EXIT_INTERRUPTED
     failed = [c for c in codes if c not in (0, None)]
     if failed:
-        code = EXIT_STORAGE if EXIT_STORAGE in failed else (failed[0] if failed[0] > 0 else 1)
+        code = EXIT_STORAGE if EXIT_STORAGE in failed else (failed[0] if failed[0] > 0 else EXIT_FAILED)
         print(f"error: {len(failed)} of {len(procs)} workers failed (exit codes {sorted(set(failed))}); "
               "completed trials are kept; run the same command to resume", file=sys.stderr)
         return code
-    return 0
+    return EXIT_OK

@@ -1,15 +1,15 @@
 """Benchmark this project's training pipeline against the seed's, side by side in one process.
 
-    python -m search.bench                       # MNIST if present (else synthetic), batch 64, CPU/GPU auto
-    python -m search.bench --steps 100 --batch-size 256 --device cpu
-    python -m search.bench --compile             # also time the opt-in torch.compile variant
+    se-cca-search bench                       # MNIST if present (else synthetic), batch 64, CPU/GPU auto
+    se-cca-search bench --steps 100 --batch-size 256 --device cpu
+    se-cca-search bench --compile             # also time the compiled kernels
 
 Variants, all on the same images, batch size and number of steps:
   seed          the seed's code as written: torchvision dataset + ToTensor/Normalize, DataLoader(shuffle),
-                the literal attention with INF() rebuilt every forward, Adam (model/seed_net.py)
+                the literal attention with INF() rebuilt every forward, Adam (search/seed_net.py)
   reference     this project's pipeline with the general C-channel attention (--impl reference)
-  default       this project's pipeline as `search.run` uses it (closed form, device-resident data)
-  compile       default + the torch.compile'd fused attention kernels (the opt-in --compile flag)
+  default       this project's pipeline with the eager kernels (closed form, device-resident data)
+  compile       default + the torch.compile'd fused attention kernels (what the commands use on the CPU)
   bf16          default under bf16 autocast (CUDA only, only with --bf16)
 Each prints training images/s, evaluation images/s, peak memory, and the ratio to the seed. The last
 line is one JSON object with all figures; ``train_speedup_vs_seed`` is the default pipeline's ratio.
@@ -32,12 +32,13 @@ from torch import nn
 
 from model import NetConfig, SECCANet
 from model.closed_form import use_compiled_kernels
-from model.seed_net import Net as SeedNet
 from search.cli import add_data_dir_arg, add_device_arg, command, int_between, positive_int, run_main
 from search.data import DataOptions, load_raw
 from search.devices import resolve_device, synchronize
 from search.errors import DataError
-from search.training import TrainConfig, evaluate, fit
+from search.metrics import evaluate
+from search.seed_net import Net as SeedNet
+from search.training import TrainConfig, fit
 
 
 def rss_tracks_live_memory() -> None:
@@ -223,7 +224,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="data; falls back to synthetic when the files are not present (default: mnist)")
     add_data_dir_arg(parser)
     parser.add_argument("--compile", action="store_true",
-                        help="also time the opt-in torch.compile'd attention kernels (compiles for ~10-40 s)")
+                        help="also time the torch.compile'd attention kernels, the commands' default on the CPU "
+                             "(compiles for ~10-40 s)")
     parser.add_argument("--bf16", action="store_true", help="also time bf16 autocast (CUDA only)")
     parser.add_argument("--skip-seed", action="store_true", help="skip the slow seed baseline (no ratios)")
     parser.add_argument("--probe-memory", default=None, help=argparse.SUPPRESS)  # internal: one variant's peak

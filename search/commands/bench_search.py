@@ -1,9 +1,9 @@
 """Benchmark the search itself: the whole user path, search -> export -> retrain -> test, per arm and seed.
 
-    python -m search.bench_search                              # quick: 30 trials on a 10k sample, seeds 0 1
-    python -m search.bench_search --trials 50 --train-subset 0 --seeds 0 1 2 3 4   # the default command
-    python -m search.bench_search --space extended --trials 60 --seeds 0 1
-    python -m search.bench_search --seeds 0 1 2 --retrain-seeds 10 11 12    # every answer retrained 3 times
+    se-cca-search bench-search                              # quick: 30 trials on a 10k sample, seeds 0 1
+    se-cca-search bench-search --trials 50 --train-subset 0 --seeds 0 1 2 3 4   # the default command
+    se-cca-search bench-search --space extended --trials 60 --seeds 0 1
+    se-cca-search bench-search --seeds 0 1 2 --retrain-seeds 10 11 12    # every answer retrained 3 times
 
 For every seed, side by side in one run and with the project's own commands (as subprocesses, exactly
 as a user types them):
@@ -12,7 +12,7 @@ as a user types them):
   tpe         plain Optuna defaults at the same wall-clock budget: TPE, no pruning, one process, eager
               kernels, no seed trial (``--timeout W``: a trial still running at W stops there)
   random      the same with random search
-  seed-config the seed's own configuration (the tool study's trial 0), retrained the same way
+  baseline the seed's own configuration (the tool study's trial 0), retrained the same way
   tool-single with ``--repeats`` in --tool-flags: the tool study's best single run (Optuna's best trial),
               retrained the same way, beside the tool's pick by the mean of its runs; its search time
               leaves out the re-scoring
@@ -20,10 +20,10 @@ Each arm's best is exported and retrained on the full training data (``search.re
 is read only there, after the search. The table gives search wall time, trials finished, and the
 retrained test loss and accuracy; the last line is one JSON object with every figure.
 
-One retrain's test accuracy moves by up to half a point with its seed alone (README, "How much of a retrained
-score is luck"), so one benchmark seed decides little. ``--retrain-seeds 10 11 12`` retrains every answer once
-per seed (``search.retrain --seed S``): the table gives the mean and spread, and "beats the seed's config"
-compares means; the summary adds in how many retrain pairs (answer seed x seed-config seed) the answer beat.
+One retrain's test accuracy moves by up to half a point with its seed alone (docs/benchmarks.md), so one
+benchmark seed decides little. ``--retrain-seeds 10 11 12`` retrains every answer once per seed
+(``retrain --seed S``): the table gives the mean and spread, and "beats the baseline config"
+compares means; the summary adds in how many retrain pairs (answer seed x baseline seed) the answer beat.
 """
 
 from __future__ import annotations
@@ -44,12 +44,12 @@ ARMS = ("tool", "tpe", "random")
 PLAIN = {"tpe": ["--sampler", "tpe"], "random": ["--sampler", "random"]}
 # Plain Optuna: no pruning, one process, the eager kernels, no enqueued seed trial, the plain held-out loss
 # (whatever the tool's default metric); a trial count it never reaches, so the wall-clock budget stops it.
-PLAIN_COMMON = ["--pruner", "none", "--workers", "1", "--no-compile", "--no-seed-trial", "--metric", "loss",
+PLAIN_COMMON = ["--pruner", "none", "--workers", "1", "--no-compile", "--no-baseline-trial", "--metric", "loss",
                 "--trials", "100000"]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=command("bench_search"), description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=command("bench-search"), description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=positive_int, default=30, help="the tool arm's --trials (default: 30)")
     parser.add_argument("--train-subset", type=non_negative_int, default=10000,
                         help="search on a seeded sample of N training images; 0: all (default: 10000)")
@@ -73,17 +73,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_command(module: str, *args: str, log: Path) -> tuple[float, str]:
-    """Run ``python -m module args``; -> (wall seconds, stdout). Output goes to ``log`` as well."""
+def run_command(name: str, *args: str, log: Path) -> tuple[float, str]:
+    """Run the tool's command ``name`` with ``args`` in a process of its own (as a user would: its own
+    imports, threads and memory); -> (wall seconds, stdout). Output goes to ``log`` as well."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "search", name, *args], capture_output=True, text=True)
     wall = time.perf_counter() - start
     with log.open("a") as fh:
-        fh.write(f"$ python -m {module} {' '.join(args)}\n{proc.stdout}{proc.stderr}\n[exit {proc.returncode}, "
+        fh.write(f"$ {command(name)} {' '.join(args)}\n{proc.stdout}{proc.stderr}\n[exit {proc.returncode}, "
                  f"{wall:.1f} s]\n\n")
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise SearchError(f"`python -m {module}` failed with exit {proc.returncode}: {last} (full log: {log})")
+        raise SearchError(f"`{command(name)}` failed with exit {proc.returncode}: {last} (full log: {log})")
     return wall, proc.stdout
 
 
@@ -110,13 +111,13 @@ def export_and_retrain(storage: str, study_name: str, folder: Path, tag: str, da
     ``seeds``, when the row's test figures are the means and ``retrains`` holds every run."""
     exported = folder / f"{tag}.json"
     pick = [] if trial is None else ["--trial", str(trial)]
-    run_command("search.export", "--study-name", study_name, "--storage", storage, *pick, "-o", str(exported), log=log)
+    run_command("export", "--study-name", study_name, "--storage", storage, *pick, "-o", str(exported), log=log)
     record = json.loads(exported.read_text())
     runs, total = [], 0.0
     for seed in seeds or [None]:
         out = folder / (tag if seed is None else f"{tag}-r{seed}")
         extra = [] if seed is None else ["--seed", str(seed)]
-        wall, _ = run_command("search.retrain", str(exported), "--out", str(out), "--data-dir", data_dir, *extra,
+        wall, _ = run_command("retrain", str(exported), "-o", str(out), "--data-dir", data_dir, *extra,
                               log=log)
         metrics = json.loads((out / "metrics.json").read_text())
         total += wall
@@ -157,7 +158,7 @@ def run_seed(args, seed: int, folder: Path, log: Path) -> dict:
         else:
             flags = [*PLAIN[arm], *PLAIN_COMMON, "--timeout", f"{budget:.1f}"]
         print(f"seed {seed}: {arm} searching ...", file=sys.stderr, flush=True)
-        wall, _ = run_command("search.run", "--study-name", name, "--storage", storage, *common, *flags, log=log)
+        wall, _ = run_command("run", "--study-name", name, "--storage", storage, *common, *flags, log=log)
         if arm == "tool":
             budget = wall
         row = {"arm": arm, "seed": seed, "search_s": round(wall, 1), "trials": finished_trials(storage, name)}
@@ -174,12 +175,12 @@ def run_seed(args, seed: int, folder: Path, log: Path) -> dict:
                 other.update(export_and_retrain(storage, name, folder, f"tool-single-s{seed}", args.data_dir, log,
                                                 trial=number, seeds=args.retrain_seeds))
             results["tool-single"] = other
-        if arm == "tool":  # the seed's configuration is the tool study's trial 0
-            print(f"seed {seed}: retraining the seed's configuration ...", file=sys.stderr, flush=True)
-            base = {"arm": "seed-config", "seed": seed, "search_s": 0.0, "trials": {}}
-            base.update(export_and_retrain(storage, name, folder, f"seed-config-s{seed}", args.data_dir, log, trial=0,
+        if arm == "tool":  # the baseline configuration is the tool study's trial 0
+            print(f"seed {seed}: retraining the baseline configuration ...", file=sys.stderr, flush=True)
+            base = {"arm": "baseline", "seed": seed, "search_s": 0.0, "trials": {}}
+            base.update(export_and_retrain(storage, name, folder, f"baseline-s{seed}", args.data_dir, log, trial=0,
                                            seeds=args.retrain_seeds))
-            results["seed-config"] = base
+            results["baseline"] = base
     return results
 
 
@@ -215,21 +216,21 @@ def beats(row: dict, base: dict) -> bool:
 
 
 def summarize(per_seed: dict) -> dict:
-    """Per arm: medians over seeds, and in how many seeds it beat the seed's config on both test figures; with
-    several retrain seeds also in how many (answer retrain, seed-config retrain) pairs of the same seed."""
+    """Per arm: medians over seeds, and in how many seeds it beat the baseline config on both test figures; with
+    several retrain seeds also in how many (answer retrain, baseline retrain) pairs of the same seed."""
     out = {}
     arms = sorted({arm for results in per_seed.values() for arm in results})
     for arm in arms:
         rows = [results[arm] for results in per_seed.values() if arm in results]
-        bases = [per_seed[r["seed"]]["seed-config"] for r in rows]
+        bases = [per_seed[r["seed"]]["baseline"] for r in rows]
         wins = sum(beats(r, base) for r, base in zip(rows, bases))
         out[arm] = {"median_test_loss": statistics.median(r["test_loss"] for r in rows),
                     "median_test_accuracy": statistics.median(r["test_accuracy"] for r in rows),
                     "median_search_s": statistics.median(r["search_s"] for r in rows),
-                    "beats_seed_config": f"{wins}/{len(rows)}"}
-        if arm != "seed-config" and all("retrains" in r for r in rows):
+                    "beats_baseline": f"{wins}/{len(rows)}"}
+        if arm != "baseline" and all("retrains" in r for r in rows):
             pairs = [(a, b) for r, base in zip(rows, bases) for a in r["retrains"] for b in base["retrains"]]
-            out[arm]["beats_seed_config_pairs"] = f"{sum(beats(a, b) for a, b in pairs)}/{len(pairs)}"
+            out[arm]["beats_baseline_pairs"] = f"{sum(beats(a, b) for a, b in pairs)}/{len(pairs)}"
     return out
 
 
@@ -254,12 +255,12 @@ def main(argv=None) -> int:
     rows = [row for results in per_seed.values() for row in results.values()]
     print(table(rows))
     summary = summarize(per_seed)
-    print("\n| arm | median search s | median test loss | median test accuracy | beats the seed's config | "
+    print("\n| arm | median search s | median test loss | median test accuracy | beats the baseline config | "
           "retrain pairs it beats |")
     print("|---|---|---|---|---|---|")
     for arm, s in summary.items():
         print(f"| {arm} | {s['median_search_s']:.0f} | {s['median_test_loss']:.4f} | {s['median_test_accuracy']:.2%} "
-              f"| {s['beats_seed_config']} | {s.get('beats_seed_config_pairs', '-')} |")
+              f"| {s['beats_baseline']} | {s.get('beats_baseline_pairs', '-')} |")
     print(f"total wall time {time.perf_counter() - start:.0f} s")
     print(json.dumps({"space": args.space, "trials": args.trials, "tool_flags": args.tool_flags,
                       "train_subset": args.train_subset, "retrain_seeds": args.retrain_seeds,

@@ -1,7 +1,7 @@
 """Compare two configurations the way the seed's section 1.7 does: params, curves, final values, stability.
 
-    python -m search.compare 0 14                     # trial numbers of the default study
-    python -m search.compare best.json seed.json -o compare.html
+    se-cca-search compare 0 14                     # trial numbers of the default study
+    se-cca-search compare best.json seed.json -o compare.html
 
 Each of A and B is a trial number (of --study-name / --storage) or a file written by search.export.
 "Fluctuation" is the seed's "less stable" as a number: the mean absolute epoch-to-epoch change of the
@@ -42,7 +42,7 @@ def resolve(ref: str, args, cache: dict) -> dict:
                                                    for v in values):
             raise UsageError(f"{path}: curves.{key} must be a list of numbers")
     if "curves" not in record:
-        raise UsageError(f"{path}: not an exported trial (needs curves); use `python -m search.export`")
+        raise UsageError(f"{path}: not an exported trial (needs curves); use `se-cca-search export`")
     return record
 
 

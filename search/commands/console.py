@@ -2,16 +2,18 @@
 
     se-cca-search run --trials 50
     se-cca-search dashboard
-    se-cca-search export -o best.json && se-cca-search retrain best.json --out runs/best
+    se-cca-search export -o best.json && se-cca-search retrain best.json -o runs/best
     se-cca-search <command> --help
 
-``python -m search <command>`` is the same, and every ``python -m search.<module>`` keeps working.
+``python -m search <command>`` is the same; the search is also ``python -m search.run``.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+
+from search.errors import EXIT_OK, EXIT_USAGE
 
 # command -> what it does; the order is the order of a user's day. The module is search.commands.<command>
 # (a dash becomes an underscore).
@@ -42,11 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(), file=sys.stdout if argv else sys.stderr)
-        return 0 if argv else 2
+        return EXIT_OK if argv else EXIT_USAGE
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     module = importlib.import_module(f"search.commands.{name.replace('-', '_')}")
     return run_main(module.main, rest)
 

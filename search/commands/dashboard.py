@@ -1,11 +1,11 @@
 """Browse a study in optuna-dashboard (bound to 127.0.0.1 unless told otherwise: it has no login).
 
-    python -m search.dashboard                        # studies/se-cca-mnist.db on http://127.0.0.1:8080
-    python -m search.dashboard --study-name quick --port 8081     # opens that study's page
-    python -m search.dashboard --storage postgresql+psycopg2://user@host/db   # every study there
+    se-cca-search dashboard                        # studies/se-cca-mnist.db on http://127.0.0.1:8080
+    se-cca-search dashboard --study-name quick --port 8081     # opens that study's page
+    se-cca-search dashboard --storage postgresql+psycopg2://user@host/db   # every study there
 
 The plain `optuna-dashboard sqlite:///studies/se-cca-mnist.db` works too. While `search.run` runs, the
-study's page shows live learning curves (best, seed config, the last few trials), a speed chart and
+study's page shows live learning curves (best, baseline config, the last few trials), a speed chart and
 the settings and summary as its note; each trial's note has its curves, test accuracy, time and size.
 """
 
@@ -18,8 +18,8 @@ import sys
 import threading
 from wsgiref.simple_server import WSGIServer, make_server
 
-from search.cli import EXIT_INTERRUPTED, command, int_between, run_main
-from search.errors import UsageError
+from search.cli import command, int_between, run_main
+from search.errors import EXIT_INTERRUPTED, UsageError
 from search.interrupts import SIGNALS, sigterm_as_interrupt
 from search.storage import check_storage_url, check_study_name, default_storage, redact
 from search.studies import DEFAULT_STUDY_NAME, load_existing_study, study_names

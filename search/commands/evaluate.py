@@ -1,7 +1,7 @@
 """Load a saved model folder (config.json + model.safetensors; nothing unpickled) and score it.
 
-    python -m search.evaluate runs/best
-    python -m search.evaluate runs/best --eval-on val --data-dir /data
+    se-cca-search evaluate runs/best
+    se-cca-search evaluate runs/best --eval-on val --data-dir /data
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def open_model(folder: Path, device):
     folder = Path(folder)
     if not folder.is_dir() or not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
         raise UsageError(f"{folder} is not a saved model folder (it needs {CONFIG} and {WEIGHTS}, as written by "
-                         "search.retrain or search.train --out); .pt/.pth pickles are never loaded")
+                         "retrain or train -o); .pt/.pth pickles are never loaded")
     try:
         config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
         return load_model(folder, device=device), config
@@ -39,8 +39,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=command("evaluate"), description=__doc__.splitlines()[0])
     parser.add_argument("model_dir", type=Path, help="a folder with config.json and model.safetensors")
     # The one split flag of every command (search.run and search.train score each epoch on it too);
-    # --split, its old name here, still works.
-    parser.add_argument("--eval-on", "--split", dest="eval_on", choices=EVAL_ON, default="test",
+    parser.add_argument("--eval-on", dest="eval_on", choices=EVAL_ON, default="test",
                         help="what to score: the test set or the held-out split the model's training left out "
                              "(default: test)")
     add_device_arg(parser)
@@ -49,7 +48,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from search.training import evaluate
+    from search.metrics import evaluate
 
     args = get_args_parser().parse_args(argv)
     device = resolve_device(args.device)

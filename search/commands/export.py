@@ -1,7 +1,7 @@
 """Export the best (or a chosen) trial of a study as JSON, ready for ``search.retrain``.
 
-    python -m search.export -o best.json
-    python -m search.export --study-name quick --trial 7 -o trial7.json
+    se-cca-search export -o best.json
+    se-cca-search export --study-name quick --trial 7 -o trial7.json
 """
 
 from __future__ import annotations

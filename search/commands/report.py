@@ -1,10 +1,10 @@
 """One self-contained HTML report of a study (opens offline): what happened and why.
 
-    python -m search.report -o report.html
-    python -m search.report --study-name quick -o quick.html
+    se-cca-search report -o report.html
+    se-cca-search report --study-name quick -o quick.html
 
 Optimisation history, parameter importances, parallel coordinate, slice, contour of the two most
-important params, intermediate values, timeline; the learning curves of the best and the seed-config
+important params, intermediate values, timeline; the learning curves of the best and the baseline
 trials; a sortable trial table with each trial's fit diagnosis; and a warning when the best trials sit
 at the edge of a search range.
 """
@@ -21,13 +21,14 @@ import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from search.answer import baseline_trial, best_by_mean, best_trial, ranked
 from search.cli import command, run_main
 from search.diagnosis import REMEDIES, diagnose_trial
 from search.errors import UsageError
 from search.plots import learning_curves, table_html, write_html
-from search.rescore import best_by_mean, ranked
+from search.pruning import STEPS_PER_EPOCH
 from search.studies import add_study_args, completed_trials, study_and_output
-from search.summary import baseline_trial, best_trial, format_params, format_runs, settings_rows
+from search.summary import format_params, format_runs, settings_rows
 from search.trial_curves import curves_of
 
 EDGE_FRACTION = 0.05  # within 5% of the range (log scale for log params) counts as "at the edge"
@@ -98,8 +99,8 @@ def build_sections(study: optuna.Study) -> list:
     best, baseline = best_trial(study), baseline_trial(study)
     curves = {f"best (trial {best.number})": curves_of(best)}
     if baseline is not None and baseline.number != best.number:
-        curves[f"seed config (trial {baseline.number})"] = curves_of(baseline)
-    sections.append(("learning curves: best and seed-config trials", learning_curves(curves)))
+        curves[f"baseline config (trial {baseline.number})"] = curves_of(baseline)
+    sections.append(("learning curves: best and baseline-config trials", learning_curves(curves)))
     sections.append(
         _plot(f"optimisation history ({name})", lambda: vis.plot_optimization_history(study, target_name=name))
     )
@@ -130,8 +131,8 @@ def intermediate_values(study: optuna.Study, name: str):
     """Optuna's plot, with the metric on its axis and a legend naming each trial."""
     fig = optuna.visualization.plot_intermediate_values(study)
     rungs = study.user_attrs.get("identity", {}).get("rungs", 1) > 1
-    per_epoch = 1 if rungs else study.user_attrs.get("steps_per_epoch", 1)
-    for trace in fig.data:  # the pruning clock's steps (thirds of an epoch: search.objective) as epochs
+    per_epoch = 1 if rungs else STEPS_PER_EPOCH
+    for trace in fig.data:  # the pruning clock's steps (thirds of an epoch: search.pruning) as epochs
         trace.x = [x / per_epoch for x in trace.x]
     fig.update_layout(showlegend=True, title=f"{name} per epoch", yaxis_title=name,
                       xaxis_title="rung's resource (1/9, 3/9, 9/9 of the images)" if rungs else "epoch")
@@ -147,7 +148,7 @@ def trial_table(study: optuna.Study) -> str:
         diag = t.user_attrs.get("diagnosis") or diagnose_trial(curves_of(t)) or ""
         rows.append([t.number, t.state.name.lower(), t.value, *(t.params.get(n) for n in names), diag,
                      t.user_attrs.get("seconds"), t.user_attrs.get("test_accuracy"),
-                     "seed config" if t.user_attrs.get("seed_config") else t.user_attrs.get("reason", "")])
+                     "baseline config" if t.user_attrs.get("baseline") else t.user_attrs.get("reason", "")])
     return table_html(headers, rows)
 
 

@@ -1,10 +1,10 @@
 """Retrain an exported trial on the full training data and save a model you can load anywhere.
 
-    python -m search.retrain best.json --out runs/best
-    python -m search.retrain best.json --epochs 5 --keep-val --verify
-    python -m search.retrain best.json --epochs-rule best-epoch -o runs/best-epoch
+    se-cca-search retrain best.json -o runs/best
+    se-cca-search retrain best.json --epochs 5 --keep-val --verify
+    se-cca-search retrain best.json --epochs-rule best-epoch -o runs/best-epoch
 
-Writes, atomically, into --out: model.safetensors, config.json, metrics.json and curves.html (the
+Writes, atomically, into the -o folder: model.safetensors, config.json, metrics.json and curves.html (the
 seed's train/test loss plot). By default it trains on train + validation images (all 60k for MNIST)
 and scores the test set after each epoch, as the seed does; --keep-val trains on the training split
 only and scores the held-out split each epoch (the test set once at the end). How many epochs: the
@@ -39,17 +39,19 @@ from search.cli import (
 from search.data import load_splits
 from search.devices import apply_compile_flag, resolve_device
 from search.diagnosis import unstable_end
-from search.objective import METRIC_FIELDS, metric_value
+from search.errors import EXIT_FAILED
+from search.metrics import METRIC_FIELDS, evaluate, metric_value
 from search.outputs import AtomicFolder, check_output_folder, write_text_atomic
 from search.plots import retrain_curves, write_html
+from search.retrain_epochs import EPOCH_RULES, RETRAIN_RULE, best_epoch, retrain_epochs
 from search.storage import STUDY_NAME
-from search.training import evaluate, fit
-from search.trial_file import EPOCH_RULES, RETRAIN_RULE, best_epoch, load_trial_file, retrain_epochs
+from search.training import fit
+from search.trial_file import load_trial_file
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=command("retrain"), description=__doc__.splitlines()[0])
-    parser.add_argument("trial_file", type=Path, help="a file written by `python -m search.export`")
+    parser.add_argument("trial_file", type=Path, help="a file written by `se-cca-search export`")
     parser.add_argument("--epochs", type=positive_int, default=None,
                         help="epochs (default: what --epochs-rule gives)")
     parser.add_argument("--epochs-rule", choices=EPOCH_RULES, default=None,
@@ -57,9 +59,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "same-steps: as many optimiser steps as the trial took (default: the file's "
                              f"retrain_rule, else {RETRAIN_RULE})")
     add_device_arg(parser)
-    parser.add_argument("-o", "--output", "--out", dest="out", type=Path, default=None,
+    parser.add_argument("-o", "--output", dest="out", type=Path, default=None,
                         help="output folder (default: runs/<study>-trial<N>)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing -o folder")
     parser.add_argument("--keep-val", action="store_true",
                         help="train on the training split only and monitor the held-out split (default: off)")
     parser.add_argument("--verify", action="store_true",
@@ -127,7 +129,7 @@ def main(argv=None) -> int:
         if not verify(record, net_config, search_config, options, device, args.tolerance):
             print("verify failed: the trial did not reproduce; not retraining (raise --tolerance to go on)",
                   file=sys.stderr)
-            return 1
+            return EXIT_FAILED
     # Full fidelity: the whole training split (no subset); held-out images too unless --keep-val.
     full = replace(options, train_subset=None)
     data = load_splits(full)

@@ -1,7 +1,7 @@
 """Train one configuration of the SE + CCA network and print the seed-style log.
 
-    python -m search.train --hidden-size 128 --lr 1e-3 --batch-size 64 --epochs 1
-    python -m search.train --dataset synthetic --epochs 2 --out runs/try1
+    se-cca-search train --hidden-size 128 --lr 1e-3 --batch-size 64 --epochs 1
+    se-cca-search train --dataset synthetic --epochs 2 -o runs/try1
 
 Scores on the held-out split after every epoch, then on the test set once at the end.
 """
@@ -30,13 +30,14 @@ from search.cli import (
 from search.data import load_splits
 from search.devices import apply_compile_flag, resolve_device
 from search.errors import UsageError
+from search.metrics import evaluate
 from search.outputs import AtomicFolder, check_output_folder
-from search.training import OPTIMIZERS, SCHEDULES, TrainConfig, evaluate, fit
+from search.training import OPTIMIZERS, SCHEDULES, TrainConfig, fit
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=command("train"), description=__doc__.splitlines()[0])
-    # Defaults: the seed's configuration, i.e. the dataclasses' own defaults.
+    # Defaults: the baseline configuration, i.e. the dataclasses' own defaults.
     net, train = NetConfig(), TrainConfig()
     parser.add_argument("--hidden-size", type=int_between(1, 16384, "a width from 1 to 16384"),
                         default=net.hidden_size, help=f"fc1 width (default: {net.hidden_size})")
@@ -74,9 +75,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=seed_int, default=0, help="seeds the split, the init and the batch order (default: 0)"
     )
-    parser.add_argument("-o", "--output", "--out", dest="out", type=Path, default=None,
+    parser.add_argument("-o", "--output", dest="out", type=Path, default=None,
                         help="save model.safetensors + config.json in this folder (default: none)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: off)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing -o folder (default: off)")
     add_data_args(parser)
     return parser
 

@@ -87,7 +87,7 @@ def test_config_rejects_bad_values():
 
 
 def test_parameter_names_map_one_to_one_to_the_seed_net():
-    from model.seed_net import Net
+    from search.seed_net import Net
 
     seed = Net(784, 128, 10).state_dict()
     ours = SECCANet(NetConfig()).state_dict()
@@ -98,7 +98,7 @@ def test_parameter_names_map_one_to_one_to_the_seed_net():
 
 
 def test_seed_net_and_ours_agree_when_the_se_gate_is_the_seeds_constant():
-    from model.seed_net import Net
+    from search.seed_net import Net
 
     torch.manual_seed(0)
     seed = Net(784, 128, 10)

@@ -2,10 +2,13 @@
 
 import json
 
-from search import bench
+import pytest
+
 from search.cli import run_main
+from search.commands import bench
 
 
+@pytest.mark.e2e
 def test_bench_prints_each_variant_and_a_json_summary(capsys, tmp_path):
     code = run_main(bench.main, ["--dataset", "synthetic", "--steps", "2", "--batch-size", "8", "--eval-images", "40",
                                  "--device", "cpu", "--data-dir", str(tmp_path)])
@@ -37,26 +40,27 @@ def test_seed_style_dataset_matches_the_seed_transform():
 
 def test_search_benchmark_table_marks_an_unstable_retrain_and_counts_wins():
     # The rows of seed 2 of the extended space's measurement (commit after 78ace22): the tool's retrain blew
-    # up in its last epoch; the table must say so next to the figure, and it does not beat the seed's config.
+    # up in its last epoch; the table must say so next to the figure, and it does not beat the baseline config.
     from search.commands.bench_search import summarize, table
 
     tool = {"arm": "tool", "seed": 2, "search_s": 2013.6, "trials": {"complete": 11, "pruned": 48, "fail": 0},
             "retrain_s": 185.0, "test_loss": 2.6140, "test_accuracy": 0.7902,
             "unstable": "the mean training loss rose from 0.1376 (epoch 14) to 0.2872 in the last epoch (15)"}
-    base = {"arm": "seed-config", "seed": 2, "search_s": 0.0, "trials": {}, "retrain_s": 77.9,
+    base = {"arm": "baseline", "seed": 2, "search_s": 0.0, "trials": {}, "retrain_s": 77.9,
             "test_loss": 0.1080, "test_accuracy": 0.9747, "unstable": None}
     lines = table([tool, base]).splitlines()
     assert lines[2] == "| 2 | tool | 2014 | 11/48/0 | 185 | 2.6140 | 79.02% (unstable end) |"
-    assert lines[3] == "| 2 | seed-config | 0 | - | 78 | 0.1080 | 97.47% |"
-    assert summarize({2: {"tool": tool, "seed-config": base}})["tool"]["beats_seed_config"] == "0/1"
+    assert lines[3] == "| 2 | baseline | 0 | - | 78 | 0.1080 | 97.47% |"
+    assert summarize({2: {"tool": tool, "baseline": base}})["tool"]["beats_baseline"] == "0/1"
 
 
+@pytest.mark.e2e
 def test_search_benchmark_retrains_an_answer_once_per_retrain_seed_and_reports_the_means(tmp_path):
     # One retrain's accuracy moves by up to half a point with its seed alone; --retrain-seeds makes the
-    # benchmark's figures means over retrains, so "beats the seed's config" is not decided by one draw.
+    # benchmark's figures means over retrains, so "beats the baseline config" is not decided by one draw.
     # The study is made in-process (the benchmark's search.run is the same command); export and the two
     # retrains run as the benchmark runs them, as subprocesses.
-    from search import run
+    from search.commands import run
     from search.commands.bench_search import export_and_retrain, table
 
     storage = f"sqlite:///{tmp_path / 'b.db'}"
@@ -85,12 +89,12 @@ def test_search_benchmark_counts_retrain_pairs_and_marks_unstable_runs_among_sev
                                                for i, (loss, acc) in enumerate(runs)]}
 
     tool = row("tool", [(0.08, 0.980), (0.09, 0.976), (2.0, 0.80)])
-    base = row("seed-config", [(0.10, 0.977), (0.085, 0.979)])
+    base = row("baseline", [(0.10, 0.977), (0.085, 0.979)])
     # Pairs where the tool run has both the lower loss and the higher accuracy: (0.08, 0.980) beats both runs,
     # (0.09, 0.976) neither, the unstable run neither: 2 of 6. By the means (0.72 / 0.919) it loses.
-    summary = summarize({0: {"tool": tool, "seed-config": base}})
-    assert summary["tool"]["beats_seed_config_pairs"] == "2/6" and summary["tool"]["beats_seed_config"] == "0/1"
-    assert "beats_seed_config_pairs" not in summary["seed-config"]  # against itself it means nothing
+    summary = summarize({0: {"tool": tool, "baseline": base}})
+    assert summary["tool"]["beats_baseline_pairs"] == "2/6" and summary["tool"]["beats_baseline"] == "0/1"
+    assert "beats_baseline_pairs" not in summary["baseline"]  # against itself it means nothing
     assert table([tool]).splitlines()[2] == ("| 0 | tool | 10 | - | 20 | 0.7233 ±1.1056 | 91.87% ±10.28% "
                                              "(unstable end in 1 of 3) |")
 

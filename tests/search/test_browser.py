@@ -17,6 +17,8 @@ import pytest
 
 from search.trial_curves import curves_of
 
+pytestmark = pytest.mark.e2e  # processes, servers or a browser
+
 WIDTH = 1280
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu"]
 
@@ -69,15 +71,16 @@ def test_live_curves_and_page_widths_in_a_real_browser(tmp_path):
 
     url = f"sqlite:///{tmp_path / 't.db'}"
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    search = subprocess.Popen([sys.executable, "-m", "search.run", "--study-name", "t", "--storage", url,
+    search = subprocess.Popen([sys.executable, "-m", "tests.slow_run", "--study-name", "t", "--storage", url,
                                "--dataset", "synthetic", "--train-subset", "200", "--val-size", "200",
                                "--workers", "1", "--no-compile", "--trials", "2", "--epochs-range", "3", "3",
-                               "--pruner", "none", "--slow-epoch", "4"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+                               "--pruner", "none"],  # epochs of 4 s or more: the test watches a running trial
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**env, "SLOW_EPOCH_S": "4"}, cwd=tmp_path)
     dashboard = None
     try:
         wait_for(lambda: study_ready(url), 120, "the study to be created")
-        dashboard = subprocess.Popen([sys.executable, "-m", "search.dashboard", "--study-name", "t", "--storage", url,
+        dashboard = subprocess.Popen([sys.executable, "-m", "search", "dashboard", "--study-name", "t", "--storage", url,
                                       "--port", str(free_port())], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env)
         banner = dashboard.stdout.readline()
@@ -90,7 +93,7 @@ def test_live_curves_and_page_widths_in_a_real_browser(tmp_path):
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.goto(study_page)
             # While trial 0 runs, its curves appear on the study's page (the dashboard reloads every 10 s).
-            legend = "trial 0 (seed config, running)"
+            legend = "trial 0 (baseline config, running)"
             page.wait_for_function(f"document.body.textContent.includes({legend!r})", timeout=60_000)
             assert search.wait(timeout=180) == 0, search.stdout.read()
             page.reload()
@@ -104,7 +107,7 @@ def test_live_curves_and_page_widths_in_a_real_browser(tmp_path):
             assert not errors, errors
             # The report: offline, names its metric and the study's settings, fits the window.
             report = tmp_path / "report.html"
-            subprocess.run([sys.executable, "-m", "search.report", "--study-name", "t", "--storage", url, "-o",
+            subprocess.run([sys.executable, "-m", "search", "report", "--study-name", "t", "--storage", url, "-o",
                             str(report)], check=True, env=env, capture_output=True)
             page.goto(report.as_uri())
             text = page.inner_text("body")

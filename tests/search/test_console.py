@@ -16,7 +16,7 @@ def test_every_command_answers_help(name, capsys):
         console.main([name, "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: " + command(name.replace("-", "_"))) and "(default:" in out
+    assert out.startswith("usage: " + command(name)) and "(default:" in out
 
 
 def test_unknown_or_missing_command_is_one_line(capsys):
@@ -32,6 +32,7 @@ def test_commands_keep_their_error_boundary(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: no study file") and not db.exists()
 
 
+@pytest.mark.e2e
 def test_python_dash_m_search_lists_the_commands():
     proc = subprocess.run([sys.executable, "-m", "search", "--help"], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": os.getcwd()})
@@ -40,7 +41,7 @@ def test_python_dash_m_search_lists_the_commands():
 
 @pytest.mark.parametrize("name", ["export", "report", "compare", "train", "retrain"])
 def test_every_command_that_writes_takes_dash_o(name, capsys):
-    # One output flag across commands: -o/--output (train and retrain also keep their older --out).
+    # One output flag across commands: -o/--output.
     import importlib
 
     module = importlib.import_module(f"search.commands.{name}")
@@ -49,18 +50,46 @@ def test_every_command_that_writes_takes_dash_o(name, capsys):
     assert str(getattr(args, "out", None) or getattr(args, "output", None)) == "somewhere"
 
 
-@pytest.mark.parametrize("name", [name.replace("-", "_") for name in console.COMMANDS])
-def test_the_old_module_names_are_the_commands_themselves(name):
-    """`python -m search.run` keeps working, and `import search.run` is search.commands.run itself (one
-    module: patching or reading either name is the same)."""
-    import importlib
+def test_only_search_run_is_a_module_of_its_own():
+    """`python -m search.run` is the command users are given first; every other command is the console
+    script's (or `python -m search <command>`): no alias modules."""
+    import importlib.util
 
-    assert importlib.import_module(f"search.{name}") is importlib.import_module(f"search.commands.{name}")
+    assert importlib.util.find_spec("search.run") is not None
+    for name in console.COMMANDS:
+        if name != "run":
+            assert importlib.util.find_spec(f"search.{name.replace('-', '_')}") is None, name
 
 
-def test_python_dash_m_an_old_module_name_runs_the_command(tmp_path):
+@pytest.mark.e2e
+def test_python_dash_m_search_run_runs_the_search(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "search.run", "--dataset", "synthetic", "--trials", "0"],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert proc.returncode == 2 and "argument --trials: expected a positive integer" in proc.stderr, proc.stderr
+    assert "usage: python -m search.run" in proc.stderr
+
+
+@pytest.mark.e2e
+def test_python_dash_m_search_command_runs_the_command(tmp_path):
     db = tmp_path / "none.db"
-    proc = subprocess.run([sys.executable, "-m", "search.export", "--storage", f"sqlite:///{db}", "-o",
+    proc = subprocess.run([sys.executable, "-m", "search", "export", "--storage", f"sqlite:///{db}", "-o",
                            str(tmp_path / "b.json")], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert proc.returncode == 2 and proc.stderr.startswith("error: no study file"), proc.stderr
+
+
+@pytest.mark.parametrize("name", list(console.COMMANDS))
+def test_every_flag_is_in_the_reference(name):
+    """docs/reference.md is each command's --help: a flag added, renamed or removed must show there."""
+    import argparse
+    import importlib
+    from pathlib import Path
+
+    reference = (Path(__file__).parents[2] / "docs" / "reference.md").read_text()
+    section = reference.split(f"\n## {name}\n", 1)[1].split("\n## ", 1)[0]
+    parser = importlib.import_module(f"search.commands.{name.replace('-', '_')}").get_args_parser()
+    flags = [s for a in parser._actions if a.help != argparse.SUPPRESS for s in a.option_strings]
+    assert flags and all(flag in section for flag in flags), [f for f in flags if f not in section]
+    listed = {w.strip("[],|:") for w in section.split() if w.startswith(("--", "[--"))}
+    assert {f for f in listed if f.startswith("--")} <= set(flags) | {"--no-compile", "--no-live"}

@@ -2,8 +2,8 @@
 
 Every fault ends with the same invariants: no trial left RUNNING, unique trial numbers, the completed
 trials' params and values unchanged by the fault, SQLite `PRAGMA integrity_check` ok, and the expected
-exit code and message. Trials are tiny (synthetic data, 1-2 epochs); search.run's hidden --slow-epoch
-slows an epoch down so a worker can be killed mid-trial.
+exit code and message. Trials are tiny (synthetic data, 1-2 epochs); ``slow=S`` runs the search through
+tests/slow_run.py, which slows each epoch down by S seconds so a worker can be killed mid-trial.
 """
 
 from __future__ import annotations
@@ -24,14 +24,17 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+pytestmark = pytest.mark.e2e  # processes, servers or a browser
+
 FAST = ["--dataset", "synthetic", "--train-subset", "100", "--val-size", "100", "--pruner", "none",
         "--heartbeat-interval", "1", "--workers", "1", "--no-compile", "--epochs-range", "1", "2"]
 ENV = {**os.environ, "PYTHONPATH": os.getcwd()}
 
 
-def cli(storage: str, *args: str, **popen) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "search.run", "--study-name", "f", "--storage", storage, *FAST,
-                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, **popen)
+def cli(storage: str, *args: str, slow: float | None = None, **popen) -> subprocess.Popen:
+    module, env = ("search.run", ENV) if slow is None else ("tests.slow_run", {**ENV, "SLOW_EPOCH_S": str(slow)})
+    return subprocess.Popen([sys.executable, "-m", module, "--study-name", "f", "--storage", storage, *FAST,
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **popen)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]:
@@ -92,7 +95,7 @@ def test_workers_share_one_study_total(tmp_path, kind):
     study = check_invariants(storage)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
     assert 5 <= len(finished) <= 6  # a study total; two workers may both start the last slot at once
-    assert sum(bool(t.user_attrs.get("seed_config")) for t in study.trials) == 1
+    assert sum(bool(t.user_attrs.get("baseline")) for t in study.trials) == 1
     assert len({t.user_attrs["pid"] for t in study.trials}) == 2
     # the budget stays a total across reruns
     code, out, err = finish(cli(storage, "--trials", "5", "--workers", "2"))
@@ -147,7 +150,7 @@ def kill_9_mid_trial(storage: str):
     """One completed trial, then a run killed with SIGKILL while its second trial trains."""
     assert finish(cli(storage, "--trials", "1"))[0] == 0
     before = completed(load(storage))
-    proc = cli(storage, "--trials", "3", "--slow-epoch", "2")
+    proc = cli(storage, "--trials", "3", slow=2)
     victim = wait_for_running(storage)
     proc.kill()
     proc.communicate()
@@ -229,7 +232,7 @@ def test_a_new_trial_is_not_stale_in_a_time_zone_far_from_utc(tmp_path, tz):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_every_worker_and_marks_trials_fail(tmp_path, sig):
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    proc = cli(storage, "--trials", "6", "--workers", "2", "--slow-epoch", "2")
+    proc = cli(storage, "--trials", "6", "--workers", "2", slow=2)
     wait_for_running(storage)
     time.sleep(1.0)
     study = load(storage)
@@ -317,7 +320,7 @@ def test_journal_full_disk_leaves_a_study_that_resumes(tmp_path):
     assert "dropped an unfinished last record" in err
     study = check_invariants(storage, before)
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) >= 6
-    export = subprocess.run([sys.executable, "-m", "search.export", "--study-name", "f", "--storage", storage,
+    export = subprocess.run([sys.executable, "-m", "search", "export", "--study-name", "f", "--storage", storage,
                              "-o", str(tmp_path / "best.json")], capture_output=True, text=True, env=ENV)
     assert export.returncode == 0, export.stderr
 
@@ -326,7 +329,7 @@ def test_journal_full_disk_leaves_a_study_that_resumes(tmp_path):
 
 def test_postgres_workers_starting_at_once_on_a_fresh_database(postgres):
     url = postgres.new_database()
-    procs = [cli(url, "--trials", "6", "--slow-epoch", "1")  # four machines, one instant, no schema yet
+    procs = [cli(url, "--trials", "6", slow=1)  # four machines, one instant, no schema yet
              for _ in range(4)]
     results = [finish(p) for p in procs]
     for code, _out, err in results:
@@ -334,7 +337,7 @@ def test_postgres_workers_starting_at_once_on_a_fresh_database(postgres):
     study = check_invariants(url)
     finished = [t for t in study.trials if t.state != TrialState.RUNNING]
     assert 6 <= len(finished) <= 9
-    assert sum(bool(t.user_attrs.get("seed_config")) for t in study.trials) == 1
+    assert sum(bool(t.user_attrs.get("baseline")) for t in study.trials) == 1
     assert len({t.user_attrs["pid"] for t in study.trials}) >= 2
 
 
@@ -342,7 +345,7 @@ def test_postgres_restart_mid_study(postgres):
     url = postgres.new_database()
     assert finish(cli(url, "--trials", "2"))[0] == 0
     before = completed(load(url))
-    proc = cli(url, "--trials", "8", "--workers", "2", "--slow-epoch", "0.5")
+    proc = cli(url, "--trials", "8", "--workers", "2", slow=0.5)
     wait_for_running(url)
     postgres.restart()
     code, out, err = finish(proc)
@@ -364,8 +367,8 @@ def test_reading_commands_leave_an_empty_postgres_database_empty(postgres, tmp_p
     from tests.pg import free_port
 
     url = postgres.new_database()
-    for argv in (["search.report", "-o", str(tmp_path / "r.html")], ["search.export", "-o", str(tmp_path / "b.json")],
-                 ["search.dashboard", "--port", str(free_port())]):
+    for argv in (["search", "report", "-o", str(tmp_path / "r.html")], ["search", "export", "-o", str(tmp_path / "b.json")],
+                 ["search", "dashboard", "--port", str(free_port())]):
         proc = subprocess.run([sys.executable, "-m", *argv, "--storage", url], capture_output=True, text=True,
                               env=ENV, timeout=120, cwd=tmp_path)
         assert proc.returncode == 2, (argv, proc.stderr)
@@ -396,8 +399,8 @@ def test_a_crafted_pickle_is_refused_and_never_runs(tmp_path):
     folder.mkdir()
     (folder / "model.safetensors").write_bytes(evil.read_bytes())  # a pickle posing as safetensors
     (folder / "config.json").write_text('{"model": {}}')
-    for argv in (["search.evaluate", str(evil)], ["search.evaluate", str(folder)], ["search.retrain", str(evil)],
-                 ["search.compare", str(evil), str(evil)]):
+    for argv in (["search", "evaluate", str(evil)], ["search", "evaluate", str(folder)], ["search", "retrain", str(evil)],
+                 ["search", "compare", str(evil), str(evil)]):
         proc = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, env=ENV, timeout=120,
                               cwd=tmp_path)
         assert proc.returncode == 2, (argv, proc.stderr)
@@ -422,7 +425,7 @@ def test_retrain_on_a_full_disk_leaves_no_folder_and_no_traceback(tmp_path):
     storage = f"sqlite:///{tmp_path / 's.db'}"
     assert finish(cli(storage, "--trials", "1"))[0] == 0
     best = tmp_path / "best.json"
-    export = subprocess.run([sys.executable, "-m", "search.export", "--study-name", "f", "--storage", storage,
+    export = subprocess.run([sys.executable, "-m", "search", "export", "--study-name", "f", "--storage", storage,
                              "-o", str(best)], capture_output=True, text=True, env=ENV)
     assert export.returncode == 0, export.stderr
     runs = tmp_path / "runs"
@@ -431,7 +434,7 @@ def test_retrain_on_a_full_disk_leaves_no_folder_and_no_traceback(tmp_path):
     def cap():
         resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))  # the weights cannot be written
 
-    proc = subprocess.Popen([sys.executable, "-m", "search.retrain", str(best), "-o", str(runs / "m"),
+    proc = subprocess.Popen([sys.executable, "-m", "search", "retrain", str(best), "-o", str(runs / "m"),
                              "--no-compile"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
                             preexec_fn=cap)
     code, out, err = finish(proc)
@@ -482,13 +485,13 @@ def test_a_read_only_folder_is_refused_before_any_work(tmp_path, case):
     env = {**ENV, "PATH": str(bindir)}
     python = [sys.executable, "-m"]
     argv = {
-        "train -o": [*python, "search.train", "--dataset", "synthetic", "--epochs", "1", "--no-compile",
+        "train -o": [*python, "search", "train", "--dataset", "synthetic", "--epochs", "1", "--no-compile",
                      "-o", str(read_only / "model")],
-        "export -o": [*python, "search.export", "--study-name", "f", "--storage", storage,
+        "export -o": [*python, "search", "export", "--study-name", "f", "--storage", storage,
                       "-o", str(read_only / "best.json")],
         "run --data-dir": [*python, "search.run", "--study-name", "f", "--storage", storage, "--trials", "1",
                            "--no-compile", "--data-dir", str(read_only / "mnist")],
-        "train --data-dir": [*python, "search.train", "--epochs", "1", "--no-compile",
+        "train --data-dir": [*python, "search", "train", "--epochs", "1", "--no-compile",
                              "--data-dir", str(read_only)],
     }[case]
     proc = subprocess.run(unprivileged(argv), capture_output=True, text=True, env=env, timeout=240)

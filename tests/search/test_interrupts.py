@@ -4,6 +4,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+pytestmark = pytest.mark.e2e  # processes, servers or a browser
+
 ROOT = __file__.rsplit("/tests/", 1)[0]
 
 

@@ -49,18 +49,18 @@ def test_a_running_trial_appears_after_its_first_epoch(tmp_path):
     assert "best: trial 1" in get_note(study)
 
 
-def test_the_figure_shows_best_seed_config_and_the_last_few():
+def test_the_figure_shows_best_baseline_and_the_last_few():
     study = optuna.create_study()
     dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
     for i, value in enumerate([0.9, 0.2, 0.8, 0.7, 0.6, 0.5, 0.4]):
         study.add_trial(optuna.trial.create_trial(params={"x": i / 10}, distributions=dist, value=value,
                                                   system_attrs={"curves": curves(3)},
-                                                  user_attrs={"seed_config": True} if i == 0 else {}))
+                                                  user_attrs={"baseline": True} if i == 0 else {}))
     study.add_trial(optuna.trial.create_trial(params={"x": 0.9}, distributions=dist, state=TrialState.PRUNED,
-                                              user_attrs=curves(1), intermediate_values={1: 1.0}))  # older format
+                                              system_attrs={"curves": curves(1)}, intermediate_values={1: 1.0}))
     study.add_trial(optuna.trial.create_trial(params={"x": 0.95}, distributions=dist, state=TrialState.FAIL))
     labels = list(curve_trials(study))
-    assert labels == ["trial 1 (best so far)", "trial 0 (seed config)", "trial 7 (pruned)", "trial 6 (complete)",
+    assert labels == ["trial 1 (best so far)", "trial 0 (baseline config)", "trial 7 (pruned)", "trial 6 (complete)",
                       "trial 5 (complete)"]
 
 

@@ -13,8 +13,8 @@ import optuna
 import pytest
 import torch
 
-from search import export, report, run
 from search.cli import run_main
+from search.commands import export, report, run
 from search.commands.bench_search import best_single_run
 from search.data import load_splits
 from search.objective import Objective
@@ -114,30 +114,29 @@ def test_export_summary_and_report_pick_the_best_mean(rescored, tmp_path, capsys
     assert seconds == pytest.approx(sum(r[0]["seconds"] for r in repeats.values()), abs=0.2)
 
 
-def test_a_rerun_runs_only_the_missing_repeats(tmp_path):
+def test_a_rerun_runs_only_the_missing_repeats(tmp_path, capsys):
     storage = f"sqlite:///{tmp_path / 'm.db'}"
     argv = ["--study-name", "r", "--storage", storage, *FAST, "--trials", "3"]
     assert run_main(run.main, [*argv, "--repeats", "1"]) == 0
     first = stored_repeats(load(storage))
     assert first and all(len(runs) == 1 for runs in first.values())
-    proc = subprocess.run([sys.executable, "-m", "search.run", *argv, "--repeats", "2"], capture_output=True,
-                          text=True, env=ENV, cwd=tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert f"({len(first)} runs; --repeats)" in proc.stdout  # only k = 2 of each trial
+    capsys.readouterr()
+    assert run_main(run.main, [*argv, "--repeats", "2"]) == 0
+    assert f"({len(first)} runs; --repeats)" in capsys.readouterr().out  # only k = 2 of each trial
     second = stored_repeats(load(storage))
     assert {n: runs[0] for n, runs in second.items()} == {n: runs[0] for n, runs in first.items()}
     assert all([r["k"] for r in runs] == [1, 2] for runs in second.values())
-    proc = subprocess.run([sys.executable, "-m", "search.run", *argv, "--repeats", "2"], capture_output=True,
-                          text=True, env=ENV, cwd=tmp_path, timeout=300)
-    assert proc.returncode == 0 and "re-scoring" not in proc.stdout and stored_repeats(load(storage)) == second
+    assert run_main(run.main, [*argv, "--repeats", "2"]) == 0
+    assert "re-scoring" not in capsys.readouterr().out and stored_repeats(load(storage)) == second
 
 
+@pytest.mark.e2e
 def test_an_interrupt_while_re_scoring_keeps_the_runs_done_and_the_rerun_finishes(tmp_path):
     storage = f"sqlite:///{tmp_path / 'i.db'}"
-    argv = [sys.executable, "-m", "search.run", "--study-name", "r", "--storage", storage, *FAST, "--trials", "3",
-            "--repeats", "2"]
-    proc = subprocess.Popen([*argv, "--slow-epoch", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=ENV, cwd=tmp_path)
+    flags = ["--study-name", "r", "--storage", storage, *FAST, "--trials", "3", "--repeats", "2"]
+    argv = [sys.executable, "-m", "search.run", *flags]
+    proc = subprocess.Popen([sys.executable, "-m", "tests.slow_run", *flags], stdout=subprocess.PIPE,  # 1 s epochs
+                            stderr=subprocess.PIPE, text=True, env={**ENV, "SLOW_EPOCH_S": "1"}, cwd=tmp_path)
     lines = []
     for line in proc.stdout:  # the first repeat ends: interrupt the second one mid-run
         lines.append(line)

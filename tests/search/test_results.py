@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from model import load_model
-from search import compare, evaluate, export, report, retrain, run
 from search.cli import run_main
+from search.commands import compare, dashboard, evaluate, export, report, retrain, run
 from search.diagnosis import diagnose_trial
 from search.trial_curves import curves_of
 
@@ -100,7 +100,7 @@ def test_dashboard_pages_hold_rounded_figures_and_full_notes(study_db):
 
 def test_retrain_saves_a_model_that_loads_and_evaluates(exported, tmp_path, capsys):
     out = tmp_path / "runs" / "best"
-    assert run_main(retrain.main, [str(exported), "--epochs", "1", "--out", str(out), "--keep-val"]) == 0
+    assert run_main(retrain.main, [str(exported), "--epochs", "1", "-o", str(out), "--keep-val"]) == 0
     text = capsys.readouterr().out
     assert "test loss" in text and "in the search:" in text
     assert sorted(os.listdir(out)) == ["config.json", "curves.html", "metrics.json", "model.safetensors"]
@@ -113,7 +113,7 @@ def test_retrain_saves_a_model_that_loads_and_evaluates(exported, tmp_path, caps
     assert run_main(evaluate.main, [str(out)]) == 0
     assert f"test loss {metrics['test_loss']:.4f}" in capsys.readouterr().out
     # an existing non-empty folder is refused, not overwritten
-    assert run_main(retrain.main, [str(exported), "--epochs", "1", "--out", str(out)]) == 2
+    assert run_main(retrain.main, [str(exported), "--epochs", "1", "-o", str(out)]) == 2
 
 
 def test_retrain_seed_changes_only_the_luck(exported, tmp_path):
@@ -122,7 +122,7 @@ def test_retrain_seed_changes_only_the_luck(exported, tmp_path):
     scores = {}
     for tag, extra in (("default", []), ("s7", ["--seed", "7"]), ("s7again", ["--seed", "7"])):
         out = tmp_path / tag
-        assert run_main(retrain.main, [str(exported), "--epochs", "1", "--out", str(out), "--no-compile",
+        assert run_main(retrain.main, [str(exported), "--epochs", "1", "-o", str(out), "--no-compile",
                                        *extra]) == 0
         metrics = json.loads((out / "metrics.json").read_text())
         scores[tag] = (metrics["seed"], metrics["test_loss"])
@@ -144,7 +144,7 @@ def test_retrain_warns_when_its_run_ends_unstable(exported, tmp_path, capsys, mo
 
     monkeypatch.setattr(command, "fit", blowing_up)
     out = tmp_path / "unstable"
-    assert run_main(retrain.main, [str(exported), "--epochs", "2", "--out", str(out), "--no-compile"]) == 0
+    assert run_main(retrain.main, [str(exported), "--epochs", "2", "-o", str(out), "--no-compile"]) == 0
     captured = capsys.readouterr()
     assert "warning: the mean training loss rose from" in captured.err and "retrain with another --seed" in captured.err
     assert "(2): the run went unstable" in json.loads((out / "metrics.json").read_text())["unstable"]
@@ -152,7 +152,7 @@ def test_retrain_warns_when_its_run_ends_unstable(exported, tmp_path, capsys, mo
     assert "warning: the mean training loss rose" in (out / "curves.html").read_text()
     monkeypatch.setattr(command, "fit", real_fit)
     calm = tmp_path / "calm"
-    assert run_main(retrain.main, [str(exported), "--epochs", "2", "--out", str(calm), "--no-compile"]) == 0
+    assert run_main(retrain.main, [str(exported), "--epochs", "2", "-o", str(calm), "--no-compile"]) == 0
     assert "warning" not in capsys.readouterr().err
     assert json.loads((calm / "metrics.json").read_text())["unstable"] is None
 
@@ -178,7 +178,7 @@ def test_learning_curves_draw_the_calibrated_loss_where_the_curves_hold_it():
 
 
 def test_retrain_verify_reproduces_the_trial(exported, tmp_path, capsys):
-    assert run_main(retrain.main, [str(exported), "--verify", "--epochs", "1", "--out", str(tmp_path / "v")]) == 0
+    assert run_main(retrain.main, [str(exported), "--verify", "--epochs", "1", "-o", str(tmp_path / "v")]) == 0
     assert "reproduced" in capsys.readouterr().out
 
 
@@ -193,7 +193,7 @@ def test_retrain_epochs_follow_the_rule(exported, tmp_path, capsys):
 
     path = mutate(exported, tmp_path, three_epochs_best_second)
     out = tmp_path / "best-epoch"
-    assert run_main(retrain.main, [path, "--epochs-rule", "best-epoch", "--out", str(out), "--no-compile"]) == 0
+    assert run_main(retrain.main, [path, "--epochs-rule", "best-epoch", "-o", str(out), "--no-compile"]) == 0
     assert "epochs: 2 (best-epoch; the trial trained 3 epochs of 200 images)" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["epochs"]) == 2 and metrics["epochs_rule"] == "best-epoch"
@@ -201,7 +201,7 @@ def test_retrain_epochs_follow_the_rule(exported, tmp_path, capsys):
 
 
 def test_retrain_epochs_for_each_rule():
-    from search.trial_file import retrain_epochs
+    from search.retrain_epochs import retrain_epochs
 
     record = {"metric": "loss", "curves": {"eval_loss": [0.3, 0.2, 0.25, 0.26]}}
     # 4 epochs of 10,000 images at batch 32 (313 steps each) = 1,252 steps = 0.67 epochs of 60,000 (1,875 steps)
@@ -222,7 +222,7 @@ def test_retrain_epochs_for_each_rule():
 def test_retrain_rule_problems_are_one_line_before_training(exported, tmp_path, capsys, change, argv, message):
     path = mutate(exported, tmp_path, change)
     out = tmp_path / "never"
-    assert run_main(retrain.main, [path, *argv, "--out", str(out)]) == 2
+    assert run_main(retrain.main, [path, *argv, "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not out.exists()
@@ -257,7 +257,7 @@ def mutate(exported, tmp_path, change) -> str:
 def test_retrain_rejects_bad_files_before_training(exported, tmp_path, capsys, change, message):
     path = mutate(exported, tmp_path, change)
     out = tmp_path / "never"
-    assert run_main(retrain.main, [path, "--out", str(out)]) == 2
+    assert run_main(retrain.main, [path, "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not out.exists()
@@ -275,7 +275,7 @@ def test_report_is_self_contained(study_db, tmp_path):
     assert run_main(report.main, [*study_args(study_db), "-o", str(out)]) == 0
     page = out.read_text()
     for heading in ("optimisation history", "parameter importances", "parallel coordinate", "slice",
-                    "intermediate values", "timeline", "learning curves: best and seed-config trials",
+                    "intermediate values", "timeline", "learning curves: best and baseline-config trials",
                     'class="sortable"', "fit diagnosis"):
         assert heading in page, heading
     assert "cdn.plot.ly" not in page.split("<body>")[0] and "plotly" in page.lower()
@@ -364,9 +364,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.e2e
 def test_dashboard_serves_the_study_trials_and_notes(study_db):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "search.dashboard", *study_args(study_db), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "search", "dashboard", *study_args(study_db), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": os.getcwd()})
     try:
@@ -389,13 +390,14 @@ def test_dashboard_serves_the_study_trials_and_notes(study_db):
         proc.wait(timeout=10)
 
 
+@pytest.mark.e2e
 def test_dashboard_stops_on_sigterm_in_the_middle_of_requests(study_db):
     """SIGTERM while the dashboard is answering a request stops it (exit 130), instead of being swallowed
     by the request handler's catch-all and leaving the server running (seen once in CI)."""
     import threading
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "search.dashboard", *study_args(study_db), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "search", "dashboard", *study_args(study_db), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": os.getcwd()})
     base, done, answered = f"http://127.0.0.1:{port}", threading.Event(), []
@@ -428,7 +430,7 @@ def test_dashboard_stops_on_sigterm_in_the_middle_of_requests(study_db):
 
 def dashboard_banner(argv: list) -> str:
     """Start search.dashboard, return its first line (the URL it prints), stop it."""
-    proc = subprocess.Popen([sys.executable, "-m", "search.dashboard", *argv, "--port", str(free_port())],
+    proc = subprocess.Popen([sys.executable, "-m", "search", "dashboard", *argv, "--port", str(free_port())],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": os.getcwd()})
     try:
@@ -438,6 +440,7 @@ def dashboard_banner(argv: list) -> str:
         proc.wait(timeout=10)
 
 
+@pytest.mark.e2e
 def test_dashboard_starts_on_a_storage_alone_or_opens_the_named_study(study_db):
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{study_db}")
     alone = dashboard_banner(["--storage", f"sqlite:///{study_db}"])
@@ -500,13 +503,13 @@ def test_output_that_must_not_be_replaced_is_refused(study_db, tmp_path, capsys,
 
 
 def test_train_refuses_a_model_folder_unless_overwrite(tmp_path, capsys):
-    from search import train
+    from search.commands import train
 
     out = tmp_path / "model"
     out.mkdir()
     (out / "metrics.json").write_text("{}")  # another model's files
     argv = ["--dataset", "synthetic", "--train-subset", "100", "--val-size", "100", "--epochs", "1",
-            "--hidden-size", "8", "--no-compile", "--out", str(out)]
+            "--hidden-size", "8", "--no-compile", "-o", str(out)]
     assert run_main(train.main, argv) == 2
     assert "already holds files" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
@@ -521,7 +524,7 @@ def test_evaluate_checks_weight_shapes_before_allocating(exported, tmp_path, cap
     import resource
 
     out = tmp_path / "m"
-    assert run_main(retrain.main, [str(exported), "--epochs", "1", "--out", str(out), "--no-compile"]) == 0
+    assert run_main(retrain.main, [str(exported), "--epochs", "1", "-o", str(out), "--no-compile"]) == 0
     config = json.loads((out / "config.json").read_text())
     config["model"]["hidden_size"] = 1_000_000
     (out / "config.json").write_text(json.dumps(config))
@@ -546,7 +549,7 @@ def test_compare_and_retrain_refuse_wrongly_typed_files(exported, tmp_path, caps
     assert run_main(compare.main, [str(path), str(exported), "-o", str(tmp_path / "c.html")]) == 2
     assert message in capsys.readouterr().err
     if "curves" not in message:
-        assert run_main(retrain.main, [str(path), "--out", str(tmp_path / "m")]) == 2
+        assert run_main(retrain.main, [str(path), "-o", str(tmp_path / "m")]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "m").exists() and not (tmp_path / "c.html").exists()
 
@@ -565,6 +568,7 @@ def test_compare_refuses_a_non_ascii_digit(study_db, tmp_path, capsys):
     assert "'²' is neither a trial number nor an existing exported file" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_full_disk_during_report_is_one_line_and_leaves_nothing(study_db, tmp_path):
     import resource
 
@@ -572,7 +576,7 @@ def test_full_disk_during_report_is_one_line_and_leaves_nothing(study_db, tmp_pa
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))  # the report is ~5 MB
 
     out = tmp_path / "r.html"
-    proc = subprocess.run([sys.executable, "-m", "search.report", *study_args(study_db), "-o", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "search", "report", *study_args(study_db), "-o", str(out)],
                           capture_output=True, text=True, timeout=120, preexec_fn=cap,
                           env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert proc.returncode == 3, proc.stderr
@@ -603,16 +607,19 @@ def test_read_only_commands_never_create_a_journal_file(tmp_path, capsys):
     (["--port", "70000"], "expected a port from 1 to 65535"),
     (["--host", "999.1.1.1"], "cannot listen on 999.1.1.1:8080"),
 ])
-def test_dashboard_bad_host_or_port_is_one_line(study_db, argv, message):
-    proc = subprocess.run([sys.executable, "-m", "search.dashboard", *study_args(study_db), *argv],
-                          capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.getcwd()})
-    assert proc.returncode == 2, proc.stderr
-    assert message in proc.stderr and "Traceback" not in proc.stderr
+def test_dashboard_bad_host_or_port_is_one_line(study_db, argv, message, capsys):
+    try:
+        code = run_main(dashboard.main, [*study_args(study_db), *argv])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err and "Traceback" not in err
 
 
 def test_evaluate_refuses_wrongly_typed_data_fields(exported, tmp_path, capsys):
     out = tmp_path / "m"
-    assert run_main(retrain.main, [str(exported), "--epochs", "1", "--out", str(out), "--no-compile"]) == 0
+    assert run_main(retrain.main, [str(exported), "--epochs", "1", "-o", str(out), "--no-compile"]) == 0
     config = json.loads((out / "config.json").read_text())
     for data, message in (("synthetic", "config.json: data must be an object with dataset, val_size"),
                           ({"dataset": "synthetic", "seed": "zero"}, "config.json: data.seed must be an integer")):
@@ -626,14 +633,12 @@ def test_evaluate_refuses_wrongly_typed_data_fields(exported, tmp_path, capsys):
 def test_evaluate_scores_val_only_for_a_model_that_never_trained_on_it(exported, tmp_path, capsys):
     # retrain's default trains on the validation images too: a "val" score would be a training score.
     merged, kept = tmp_path / "merged", tmp_path / "kept"
-    assert run_main(retrain.main, [str(exported), "--epochs", "1", "--out", str(merged), "--no-compile"]) == 0
-    assert run_main(retrain.main, [str(exported), "--epochs", "1", "--out", str(kept), "--no-compile",
+    assert run_main(retrain.main, [str(exported), "--epochs", "1", "-o", str(merged), "--no-compile"]) == 0
+    assert run_main(retrain.main, [str(exported), "--epochs", "1", "-o", str(kept), "--no-compile",
                                    "--keep-val"]) == 0
     capsys.readouterr()
     assert run_main(evaluate.main, [str(merged), "--eval-on", "val"]) == 2
     assert "was trained on the validation images too" in capsys.readouterr().err
     assert run_main(evaluate.main, [str(kept), "--eval-on", "val"]) == 0
-    assert "val loss" in capsys.readouterr().out
-    assert run_main(evaluate.main, [str(kept), "--split", "val"]) == 0  # the flag's old name still works
     assert "val loss" in capsys.readouterr().out
     assert json.loads((kept / "config.json").read_text())["data"]["trained_on_val"] is False

@@ -1,5 +1,6 @@
 """`python -m search.run` in-process and as a process, against temporary SQLite studies."""
 
+import importlib
 import os
 import signal
 import sqlite3
@@ -11,13 +12,16 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import optimize, run
+from search import objective, optimize, pruning, workers
 from search.cli import run_main
-from search.objective import STEPS_PER_EPOCH
+from search.commands import run
+from search.metrics import default_metric
+from search.pruning import STEPS_PER_EPOCH
+from search.retrain_epochs import best_epoch
 from search.space import baseline_params
 from search.training import TrainConfig
 from search.trial_curves import curves_of
-from search.trial_file import best_epoch, check_params
+from search.trial_file import check_params
 
 FAST = ["--dataset", "synthetic", "--train-subset", "200", "--val-size", "200", "--workers", "1", "--no-compile",
         "--pruner", "none", "--epochs-range", "1", "2"]  # pruning has its own tests
@@ -40,7 +44,7 @@ def test_resume_continues_to_the_total_and_records_everything(tmp_path, capsys):
     study = load(tmp_path / "t.db")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
     first = study.trials[0]
-    assert first.params == {**baseline_params(), "epochs": 2} and first.user_attrs["seed_config"] is True
+    assert first.params == {**baseline_params(), "epochs": 2} and first.user_attrs["baseline"] is True
     assert sorted(first.intermediate_values) == [1, 3, 6]  # a third into epoch 1, then each epoch
     for key in ("test_loss", "test_accuracy", "seconds", "images_per_second", "device", "n_params"):
         assert key in first.user_attrs, key
@@ -54,6 +58,16 @@ def test_resume_continues_to_the_total_and_records_everything(tmp_path, capsys):
     assert "best: trial" in out and "optuna-dashboard sqlite:///" in out
     assert run_cli(tmp_path, "--trials", "4") == 0  # already done: runs nothing more
     assert len(load(tmp_path / "t.db").trials) == 4
+
+
+class FakeClock:
+    """A clock that moves only when the test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class AlwaysPrune(optuna.pruners.BasePruner):
@@ -109,11 +123,23 @@ def test_diverging_trial_fails_with_reason_and_the_study_goes_on(tmp_path, monke
     (1, ["--rungs", "3", "--train-subset", "900"], TrialState.PRUNED,
      "stopped at the --timeout deadline after epoch 1/1 on 100 images"),  # the next rung never starts
 ])
-def test_timeout_is_a_deadline_for_running_trials(tmp_path, epochs, rungs, state, reason):
-    """--timeout 3 with 4-second epochs: the first trial's first epoch ends past the deadline. It stops
-    there unless that was its very last epoch; no other trial starts."""
-    assert run_cli(tmp_path, "--trials", "5", "--epochs-range", str(epochs), str(epochs), "--timeout", "3",
-                   "--slow-epoch", "4", *rungs) == 0
+def test_timeout_is_a_deadline_for_running_trials(tmp_path, monkeypatch, epochs, rungs, state, reason):
+    """--timeout 3 with 4-second epochs on a fake clock: the first trial's first epoch ends past the
+    deadline. It stops there unless that was its very last epoch; no other trial starts."""
+    clock = FakeClock()
+    real_fit = objective.fit
+
+    def fit_taking_4_s_an_epoch(*args, on_epoch=None, **kwargs):
+        def each_epoch(result):
+            clock.now += 4
+            on_epoch(result)
+        return real_fit(*args, on_epoch=each_epoch, **kwargs)
+
+    monkeypatch.setattr(objective, "fit", fit_taking_4_s_an_epoch)
+    db = tmp_path / "t.db"
+    assert run_main(lambda argv: run.main(argv, clock=clock),
+                    ["--study-name", "t", "--storage", f"sqlite:///{db}", *FAST, "--trials", "5",
+                     "--epochs-range", str(epochs), str(epochs), "--timeout", "3", *rungs]) == 0
     [trial] = load(tmp_path / "t.db").trials
     assert trial.state == state
     assert trial.user_attrs.get("reason") == reason
@@ -168,8 +194,8 @@ def test_the_default_metric_is_the_calibrated_loss_on_a_sample_and_a_rerun_keeps
     study = load(tmp_path / "t.db")
     assert study.user_attrs["identity"]["metric"] == "calibrated-loss"
     assert study.metric_names == ["calibrated held-out loss"]
-    assert run.resolve_metric(None, None, None) == "loss"  # all images: the plain held-out loss
-    assert run.resolve_metric(None, None, None, "extended") == "calibrated-loss"  # except in the extended space
+    assert default_metric(None, None, None) == "loss"  # all images: the plain held-out loss
+    assert default_metric(None, None, None, "extended") == "calibrated-loss"  # except in the extended space
     # a study made with another metric goes on without the flag, and refuses another one
     other = tmp_path / "other"
     other.mkdir()
@@ -194,15 +220,20 @@ def test_incompatible_rerun_is_refused(tmp_path, capsys):
     assert len(load(tmp_path / "t.db").trials) == 1
 
 
-def cli(cwd, *args, timeout=120):
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    return subprocess.run([sys.executable, "-m", "search.run", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+def in_folder(folder, monkeypatch, capsys, main, *args) -> tuple[int, str]:
+    """A command's ``main(args)`` in-process, run from ``folder`` as a user would: -> (exit code, stderr).
+    argparse's own errors exit through SystemExit, as they do for a user."""
+    monkeypatch.chdir(folder)
+    try:
+        code = run_main(main, list(args))
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--trials", "0"], "argument --n-trials/--trials: expected a positive integer, got '0'"),
-    (["--trials", "abc"], "argument --n-trials/--trials: expected a positive integer, got 'abc'"),
+    (["--trials", "0"], "argument --trials: expected a positive integer, got '0'"),
+    (["--trials", "abc"], "argument --trials: expected a positive integer, got 'abc'"),
     (["--timeout", "-5"], "argument --timeout: expected a positive number, got '-5'"),
     (["--sampler", "grid"], "argument --sampler: invalid choice: 'grid'"),
     (["--pruner", "wavelet"], "argument --pruner: invalid choice: 'wavelet'"),
@@ -221,22 +252,31 @@ def cli(cwd, *args, timeout=120):
     (["--storage", "sqlite:///s.db?timeout=abc"], "--storage 'sqlite:///s.db?timeout=abc': timeout must be a number"),
     (["--storage", "sqlite:///s.db?timeout=-1"], "timeout must be a positive number of seconds"),
 ])
-def test_bad_flags_exit_2_and_create_nothing(tmp_path, args, message):
-    proc = cli(tmp_path, "--dataset", "synthetic", *args)
-    assert proc.returncode == 2, proc.stderr
-    assert message in proc.stderr and "Traceback" not in proc.stderr
+def test_bad_flags_exit_2_and_create_nothing(tmp_path, monkeypatch, capsys, args, message):
+    code, err = in_folder(tmp_path, monkeypatch, capsys, run.main, "--dataset", "synthetic", *args)
+    assert code == 2, err
+    assert message in err and "Traceback" not in err
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize("command", ["search.run", "search.export", "search.report", "search.dashboard"])
-def test_a_storage_password_is_never_printed(tmp_path, command):
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+def test_a_sampler_whose_package_is_missing_is_refused_with_the_install_command(tmp_path, monkeypatch, capsys):
+    real_find_spec = optimize.importlib.util.find_spec
+    monkeypatch.setattr(optimize.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "cmaes" else real_find_spec(name, *a))
+    code, err = in_folder(tmp_path, monkeypatch, capsys, run.main, "--dataset", "synthetic", "--sampler", "cmaes")
+    assert code == 2
+    assert "--sampler cmaes needs the cmaes package; install it with pip install -e '.[samplers]'" in err
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("command", ["run", "export", "report", "dashboard"])
+def test_a_storage_password_is_never_printed(tmp_path, monkeypatch, capsys, command):
+    main = importlib.import_module(f"search.commands.{command}").main
     for url in ("postgresql+psycopg2://me:SECRET@127.0.0.1:1/db", "redis://me:SECRET@localhost/0"):
-        proc = subprocess.run([sys.executable, "-m", command, "--storage", url, *(
-            ["--dataset", "synthetic"] if command == "search.run" else [])], cwd=tmp_path, capture_output=True,
-            text=True, timeout=120, env=env)
-        assert proc.returncode in (2, 3), proc.stderr
-        assert "SECRET" not in proc.stdout + proc.stderr and "me:***@" in proc.stderr, proc.stderr
+        code, err = in_folder(tmp_path, monkeypatch, capsys, main, "--storage", url,
+                              *(["--dataset", "synthetic"] if command == "run" else []))
+        assert code in (2, 3), err
+        assert "SECRET" not in err and "me:***@" in err, err
 
 
 def make_real_study(path):
@@ -254,7 +294,7 @@ def make_real_study(path):
     ("other-tables", "a SQLite database of something else (tables: recipes)"),
     ("directory", "is a directory, not a study file"),
 ])
-def test_storage_that_is_not_a_study_is_refused_untouched(tmp_path, kind, message):
+def test_storage_that_is_not_a_study_is_refused_untouched(tmp_path, monkeypatch, capsys, kind, message):
     path = tmp_path / "x.db"
     if kind == "text":
         path.write_text("my notes\n")
@@ -272,11 +312,12 @@ def test_storage_that_is_not_a_study_is_refused_untouched(tmp_path, kind, messag
     else:
         path.mkdir()
     before = path.read_bytes() if path.is_file() else None
-    proc = cli(tmp_path, "--dataset", "synthetic", "--storage", f"sqlite:///{path}")
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith(f"error: {path}: {message}"), proc.stderr
-    assert "Traceback" not in proc.stderr
+    code, err = in_folder(tmp_path, monkeypatch, capsys, run.main, "--dataset", "synthetic", "--storage",
+                          f"sqlite:///{path}")
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith(f"error: {path}: {message}"), err
+    assert "Traceback" not in err
     if before is not None:
         assert path.read_bytes() == before
 
@@ -296,17 +337,20 @@ def test_a_query_string_does_not_get_past_the_study_check(tmp_path, url, capsys)
     assert path.read_bytes() == before
 
 
-def run_process(tmp_path, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "search.run", "--study-name", "s", "--storage",
+def run_process(tmp_path, *args, slow: float | None = None) -> subprocess.Popen:
+    """search.run as a process; ``slow``: each epoch takes that many seconds more (tests/slow_run.py)."""
+    module = "search.run" if slow is None else "tests.slow_run"
+    return subprocess.Popen([sys.executable, "-m", module, "--study-name", "s", "--storage",
                              f"sqlite:///{tmp_path / 's.db'}", *FAST, "--pruner", "none", *args],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+                            env={**os.environ, "PYTHONPATH": os.getcwd(), "SLOW_EPOCH_S": str(slow or 0)})
 
 
+@pytest.mark.e2e
 def test_sigterm_fails_the_running_trial_and_the_rerun_retries_it_first(tmp_path):
-    """The interrupted trial is the seed's configuration: the rerun must run it again (same params,
+    """The interrupted trial is the baseline configuration: the rerun must run it again (same params,
     first) and not count the interrupted run toward --trials."""
-    proc = run_process(tmp_path, "--trials", "3", "--slow-epoch", "2")
+    proc = run_process(tmp_path, "--trials", "3", slow=2)
     for line in proc.stdout:  # wait until the first trial is training
         if line.startswith("study s:"):
             break
@@ -326,10 +370,11 @@ def test_sigterm_fails_the_running_trial_and_the_rerun_retries_it_first(tmp_path
     trials = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}").trials
     assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 3
     retry = trials[1]
-    assert retry.params == trials[0].params and retry.user_attrs["retry_of"] == 0 and retry.user_attrs["seed_config"]
-    assert "seed config (trial 1)" in out
+    assert retry.params == trials[0].params and retry.user_attrs["retry_of"] == 0 and retry.user_attrs["baseline"]
+    assert "baseline config (trial 1)" in out
 
 
+@pytest.mark.e2e
 def test_sigterm_before_any_trial_exits_130_with_one_line(tmp_path):
     """Outside the trial loop (here: while the data set is being made) SIGTERM is Ctrl-C: exit 130 and
     one line, not a silent death with 143."""
@@ -344,6 +389,7 @@ def test_sigterm_before_any_trial_exits_130_with_one_line(tmp_path):
     assert "Traceback" not in err
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("delay", [0.0, 0.1, 0.2, 0.3, 0.5])
 def test_a_signal_during_study_creation_leaves_a_whole_study_or_none(tmp_path, delay):
     proc = run_process(tmp_path, "--trials", "1")
@@ -359,7 +405,7 @@ def test_a_signal_during_study_creation_leaves_a_whole_study_or_none(tmp_path, d
     assert proc.returncode == 0, err
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}")
     assert study.user_attrs["identity"]["dataset"] == "synthetic"
-    assert sum(bool(t.user_attrs.get("seed_config")) and t.state == TrialState.COMPLETE for t in study.trials) == 1
+    assert sum(bool(t.user_attrs.get("baseline")) and t.state == TrialState.COMPLETE for t in study.trials) == 1
 
 
 SAMPLER_CLASSES = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
@@ -408,12 +454,12 @@ PRUNER_CLASSES = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pru
                   "successive-halving": optuna.pruners.SuccessiveHalvingPruner, "none": optuna.pruners.NopPruner}
 
 
-@pytest.mark.parametrize("name", optimize.PRUNERS)
+@pytest.mark.parametrize("name", pruning.PRUNERS)
 def test_every_pruner_is_the_one_named(name):
-    assert type(optimize.make_pruner(name)) is PRUNER_CLASSES[name]
+    assert type(pruning.make_pruner(name)) is PRUNER_CLASSES[name]
     # --rungs > 1 means successive halving over the training-set size, whatever pruner was named, but "none"
     expected = optuna.pruners.NopPruner if name == "none" else optuna.pruners.SuccessiveHalvingPruner
-    assert type(optimize.make_pruner(name, rungs=3)) is expected
+    assert type(pruning.make_pruner(name, rungs=3)) is expected
 
 
 @pytest.mark.parametrize(("devices", "cores", "expected"), [
@@ -428,8 +474,8 @@ def test_every_pruner_is_the_one_named(name):
 def test_auto_workers(devices, cores, expected):
     import torch
 
-    assert run.resolve_workers("auto", [torch.device(d) for d in devices], cores=cores) == expected
-    assert run.resolve_workers(3, [torch.device(d) for d in devices], cores=cores) == 3
+    assert workers.resolve_workers("auto", [torch.device(d) for d in devices], cores=cores) == expected
+    assert workers.resolve_workers(3, [torch.device(d) for d in devices], cores=cores) == 3
 
 
 def test_compiled_kernels_are_on_by_default_only_on_the_cpu(monkeypatch):
@@ -447,7 +493,7 @@ def test_compiled_kernels_are_on_by_default_only_on_the_cpu(monkeypatch):
 
 
 def test_the_median_pruner_stops_a_bad_trial_only_after_five_full_ones():
-    study = optuna.create_study(pruner=optimize.make_pruner("median"))
+    study = optuna.create_study(pruner=pruning.make_pruner("median"))
 
     def bad_trial_is_pruned() -> bool:
         bad = study.ask()
@@ -490,21 +536,6 @@ def test_the_default_pruner_stops_most_trials_a_third_into_their_first_epoch(tmp
     assert f"a third into epoch 1/{at_a_third[0].params['epochs']}: calibrated held-out loss " in line, line
 
 
-def test_a_study_made_before_the_third_of_an_epoch_clock_keeps_reporting_per_epoch(tmp_path):
-    """Resuming a study whose trials reported once per epoch (no "steps_per_epoch" attribute) must not mix
-    clocks: its new trials report per epoch too (steps 1, 2, ...), with no report inside the first epoch."""
-    assert run_cli(tmp_path, "--trials", "1") == 0
-    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 't.db'}")
-    study_id = storage.get_study_id_from_name("t")
-    assert storage.get_study_user_attrs(study_id)["steps_per_epoch"] == STEPS_PER_EPOCH
-    with sqlite3.connect(tmp_path / "t.db") as db:  # as a study written before the attribute existed
-        db.execute("DELETE FROM study_user_attributes WHERE key = 'steps_per_epoch'")
-    storage.engine.dispose()
-    assert run_cli(tmp_path, "--trials", "3") == 0
-    for t in load(tmp_path / "t.db").trials[1:]:
-        assert sorted(t.intermediate_values) == list(range(1, t.params["epochs"] + 1))
-
-
 def test_rungs_train_on_nested_growing_samples_and_only_the_best_go_on(tmp_path):
     """--rungs 3 on 900 images: every trial trains on 100 images, the top third of them on 300, the top
     third of those on all 900; only trials that reached all 900 images are COMPLETE and comparable."""
@@ -525,7 +556,8 @@ def test_rungs_train_on_nested_growing_samples_and_only_the_best_go_on(tmp_path)
 def test_nested_balanced_order_gives_balanced_nested_prefixes():
     import torch
 
-    from search.data import nested_balanced_order, rung_sizes
+    from search.data import nested_balanced_order
+    from search.pruning import rung_sizes
 
     labels = torch.arange(1000) % 10
     order = nested_balanced_order(labels[torch.randperm(1000)], seed=3)

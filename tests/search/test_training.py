@@ -9,7 +9,8 @@ from torch import nn
 from model import NetConfig, SECCANet
 from search.data import make_synthetic
 from search.errors import DivergedError
-from search.training import TrainConfig, calibrated_cross_entropy, evaluate, fit, score
+from search.metrics import calibrated_cross_entropy, evaluate, score
+from search.training import TrainConfig, fit
 
 
 @pytest.fixture(scope="module")

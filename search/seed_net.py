@@ -1,6 +1,6 @@
 """The seed's network exactly as the blog post wrote it (sections 1.5 / 1.6), kept for comparison.
 
-Used by ``python -m search.bench`` as the baseline and by tests to check that ``SECCANet`` keeps the
+Used by the `bench` command as the baseline and by tests to check that ``SECCANet`` keeps the
 seed's parameter names. Do not "fix" anything here: the zero-width SE layers, the ``INF()`` tensor
 rebuilt on the CPU in every forward and then moved to the device, and the unused ``init_weights`` are
 what is being measured against.

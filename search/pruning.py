@@ -1,0 +1,84 @@
+"""When a trial stops early: the pruning rule, in pure functions.
+
+The clock. A trial reports its held-out value a third of the way into its first epoch (step 1, the
+*peek*) and after every epoch e (step 3e). Successive halving's rungs at steps 1, 3, 9, 27 then fall at a
+third of an epoch, 1, 3 and 9 epochs, and the best third of the trials that reached a rung go on: most
+trials stop before paying for one epoch.
+
+Size rungs (``--rungs N``). Instead of epochs, the training-set size is the budget: with 3 rungs a trial
+trains on 1/9 of the images, the best third goes on to 1/3, the best third of those to all of them (the
+seed's "try a small sample first"); each rung is a fresh model, reported at step 1, 3, 9.
+
+Two rules hold for every pruner:
+- never at a trial's last epoch: it has paid for its whole run, and its final value is what the study
+  compares, so pruning it then only throws a finished result away;
+- the ``--timeout`` deadline stops a running trial at the end of its current epoch (PRUNED, with the
+  reason), except after its very last epoch, where the result is kept.
+
+``search.objective`` asks these functions; Optuna's pruners (``make_pruner``) make the comparisons.
+"""
+
+from __future__ import annotations
+
+import optuna
+
+from search.idx import NUM_CLASSES
+
+STEPS_PER_EPOCH = 3  # pruner steps per epoch: the peek is step 1, the end of epoch e is step 3e
+PEEK_STEP = 1
+PEEK_AT = PEEK_STEP / STEPS_PER_EPOCH  # the fraction of epoch 1 after which a trial is scored once
+RUNG_FACTOR = 3  # successive halving's reduction factor: the best third goes on
+PRUNERS = ("successive-halving", "median", "hyperband", "none")
+
+
+def make_pruner(name: str, max_epochs: int = 12, rungs: int = 1) -> optuna.pruners.BasePruner:
+    """The pruner ``--pruner name`` asks for; with size rungs, successive halving over the rungs."""
+    if rungs > 1 and name != "none":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=RUNG_FACTOR,
+                                                      min_early_stopping_rate=0)
+    if name == "successive-halving":
+        # The default: rungs from the very first trials on, where the median rule waits for five full ones.
+        # On the 50-trial default search it cut the wall time and found better answers (docs/experiments.md).
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=RUNG_FACTOR)
+    if name == "median":
+        # Five full trials before any pruning; after that a trial can be pruned from its first report on.
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs * STEPS_PER_EPOCH,
+                                              reduction_factor=RUNG_FACTOR)
+    return optuna.pruners.NopPruner()
+
+
+def prunes_per_epoch(rungs: int) -> bool:
+    """Whether trials are pruned per epoch, with the peek a third into the first: when there are no size
+    rungs."""
+    return rungs == 1
+
+
+def epoch_step(epoch: int) -> int:
+    """The pruner step at the end of ``epoch`` (from 1)."""
+    return epoch * STEPS_PER_EPOCH
+
+
+def may_prune_after(epoch: int, epochs: int) -> bool:
+    """Whether the pruner may stop a trial after ``epoch`` of its ``epochs``: never after its last."""
+    return epoch < epochs
+
+
+def rung_sizes(n: int, rungs: int) -> list[int]:
+    """Training-set sizes of ``rungs`` size rungs ending at all ``n`` images: n/9, n/3, n for three; never
+    below 10 images a class."""
+    return [max(10 * NUM_CLASSES, n // RUNG_FACTOR ** (rungs - 1 - k)) for k in range(rungs)]
+
+
+def rung_step(rung: int) -> int:
+    """The pruner step (Optuna's resource) of size rung ``rung`` (from 0): 1, 3, 9."""
+    return RUNG_FACTOR ** rung
+
+
+def stops_at_deadline(now: float, deadline: float | None, epoch: int, epochs: int, *, last_rung: bool = True) -> bool:
+    """Whether a trial stops after ``epoch`` of ``epochs`` because the search's deadline has passed: yes,
+    unless this was its very last epoch (of its last rung), whose result is then paid for."""
+    if deadline is None or now < deadline:
+        return False
+    return not (last_rung and epoch == epochs)
