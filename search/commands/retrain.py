@@ -55,9 +55,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=positive_int, default=None,
                         help="epochs (default: what --epochs-rule gives)")
     parser.add_argument("--epochs-rule", choices=EPOCH_RULES, default=None,
-                        help="same-epochs: the trial's; best-epoch: the epoch of its best held-out score; "
-                             "same-steps: as many optimiser steps as the trial took (default: the file's "
-                             f"retrain_rule, else {RETRAIN_RULE})")
+                        help="same-epochs: the trial's; best-epoch: the epoch of its best held-out score "
+                             f"(default: the file's retrain_rule, else {RETRAIN_RULE})")
     add_device_arg(parser)
     parser.add_argument("-o", "--output", dest="out", type=Path, default=None,
                         help="output folder (default: runs/<study>-trial<N>)")
@@ -145,8 +144,7 @@ def main(argv=None) -> int:
     if args.epochs is not None:
         rule, epochs = "--epochs", args.epochs
     else:
-        epochs = retrain_epochs(rule, record, train_config.epochs, train_config.batch_size, trial_images,
-                                len(train_y), where=str(args.trial_file))
+        epochs = retrain_epochs(rule, record, train_config.epochs, where=str(args.trial_file))
     print(f"epochs: {epochs} ({rule}; the trial trained {train_config.epochs} epochs of {trial_images} images)")
     train_config = replace(train_config, epochs=epochs)
     seed = options.seed if args.seed is None else args.seed

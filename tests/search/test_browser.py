@@ -80,8 +80,9 @@ def test_live_curves_and_page_widths_in_a_real_browser(tmp_path):
     dashboard = None
     try:
         wait_for(lambda: study_ready(url), 120, "the study to be created")
-        dashboard = subprocess.Popen([sys.executable, "-m", "search", "dashboard", "--study-name", "t", "--storage", url,
-                                      "--port", str(free_port())], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        dashboard = subprocess.Popen([sys.executable, "-m", "search", "dashboard", "--study-name", "t",
+                                      "--storage", url, "--port", str(free_port())],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env)
         banner = dashboard.stdout.readline()
         study_page = banner.split(": ")[-1].strip()

@@ -367,7 +367,8 @@ def test_reading_commands_leave_an_empty_postgres_database_empty(postgres, tmp_p
     from tests.pg import free_port
 
     url = postgres.new_database()
-    for argv in (["search", "report", "-o", str(tmp_path / "r.html")], ["search", "export", "-o", str(tmp_path / "b.json")],
+    for argv in (["search", "report", "-o", str(tmp_path / "r.html")],
+                 ["search", "export", "-o", str(tmp_path / "b.json")],
                  ["search", "dashboard", "--port", str(free_port())]):
         proc = subprocess.run([sys.executable, "-m", *argv, "--storage", url], capture_output=True, text=True,
                               env=ENV, timeout=120, cwd=tmp_path)
@@ -399,8 +400,8 @@ def test_a_crafted_pickle_is_refused_and_never_runs(tmp_path):
     folder.mkdir()
     (folder / "model.safetensors").write_bytes(evil.read_bytes())  # a pickle posing as safetensors
     (folder / "config.json").write_text('{"model": {}}')
-    for argv in (["search", "evaluate", str(evil)], ["search", "evaluate", str(folder)], ["search", "retrain", str(evil)],
-                 ["search", "compare", str(evil), str(evil)]):
+    for argv in (["search", "evaluate", str(evil)], ["search", "evaluate", str(folder)],
+                 ["search", "retrain", str(evil)], ["search", "compare", str(evil), str(evil)]):
         proc = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, env=ENV, timeout=120,
                               cwd=tmp_path)
         assert proc.returncode == 2, (argv, proc.stderr)
