@@ -1,4 +1,4 @@
-"""Export the best (or a chosen) trial of a study as JSON, ready for ``search.retrain``.
+"""Export the best (or a chosen) trial of a study as JSON, ready for ``se-cca-search retrain``.
 
     se-cca-search export -o best.json
     se-cca-search export --study-name quick --trial 7 -o trial7.json
