@@ -68,8 +68,9 @@ def ranked(study: optuna.Study) -> list[dict]:
             continue
         values = runs_of(trials[number], runs)
         mean, std = mean_and_spread(values, maximize)
+        own_seed = trials[number].user_attrs.get("train_seed", seed + number) % 2**32  # the trial's own run
         rows.append({"trial": trials[number], "values": values, "mean": mean, "std": std,
-                     "seeds": [(seed + number) % 2**32, *[r.get("seed") for r in runs]]})
+                     "seeds": [own_seed, *[r.get("seed") for r in runs]]})
     return sorted(rows, key=lambda r: r["mean"], reverse=maximize)
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from search.data import DATASETS, EVAL_ON, DataOptions
 from search.errors import EXIT_INTERRUPTED, EXIT_STORAGE, SearchError
 from search.interrupts import sigterm_as_interrupt
+from search.storage import redact
 
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
@@ -87,7 +88,7 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
     try:
         return main(argv)
     except SearchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)  # a driver's message may quote the URL
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted (Ctrl-C or SIGTERM); run the same command again to resume", file=sys.stderr)

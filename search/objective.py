@@ -59,11 +59,22 @@ class Objective:
             if self.rungs > 1 else None
 
     def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM at any point of the trial: Optuna marks it FAIL and
+            trial.set_user_attr("reason", INTERRUPTED)  # re-raises; the reason has the next run retry it
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
         # Who runs the trial, recorded first: a journal storage has no heartbeat, so the next run
         # fails and retries RUNNING trials whose process is gone (search.recovery).
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("device", str(self.device))
+        # The seed of its initialisation and batch order. A retry inherits the interrupted trial's
+        # (search.recovery and Optuna's heartbeat retry copy it), so a resumed search is the same search.
+        if trial.user_attrs.get("train_seed") is None:
+            trial.set_user_attr("train_seed", self.seed + trial.number)
         net_config, train_config = search_space.suggest(trial, self.space, self.epochs, self.metric)
         start = time.perf_counter()
         rung_values = {}
@@ -77,7 +88,7 @@ class Objective:
                 trial.report(value, pruning.rung_step(rung))
                 rung_values[str(size)] = round(value, 4)
                 trial.set_user_attr("rung_values", rung_values)  # {training images: held-out value}
-                if not last_rung and trial.should_prune():
+                if not last_rung and pruning.prunable(trial.user_attrs) and trial.should_prune():
                     reason = (f"pruned at rung {rung + 1}/{len(self.sizes)} ({size} images): "
                               f"{METRIC_NAMES[self.metric]} {value:.4f}")
                     trial.set_user_attr("reason", reason)
@@ -112,7 +123,9 @@ class Objective:
         """Train a fresh model on the first ``size`` training images; with ``per_epoch``, report the held-out
         value on search.pruning's clock and prune by it; past the deadline, stop where search.pruning says.
         -> (model, history, curves, images/s per epoch)."""
-        torch.manual_seed(self.seed + trial.number)  # init differs per trial, reproducible per study
+        seed = trial.user_attrs["train_seed"]
+        prunable = pruning.prunable(trial.user_attrs)
+        torch.manual_seed(seed)  # init differs per trial, reproducible per study
         model = SECCANet(net_config, impl=self.impl).to(self.device)
         n_params = count_parameters(model)
         trial.set_user_attr("n_params", n_params)
@@ -128,7 +141,7 @@ class Objective:
 
         def report_or_prune(value: float, step: int, where: str) -> None:
             trial.report(value, step)
-            if trial.should_prune():
+            if prunable and trial.should_prune():
                 reason = f"pruned {where}: {METRIC_NAMES[self.metric]} {value:.4f}"
                 trial.set_user_attr("reason", reason)
                 annotate(trial, {**curves, "n_params": n_params, "reason": reason}, status="pruned")
@@ -174,7 +187,7 @@ class Objective:
 
         try:
             history = fit(model, train_x, train_y, self.data.held_out_x, self.data.held_out_y, train_config,
-                          seed=self.seed + trial.number, on_epoch=on_epoch, log=self.log,
+                          seed=seed, on_epoch=on_epoch, log=self.log,
                           score_every_epoch=last_rung,
                           peek_at=pruning.PEEK_AT, on_peek=on_peek if per_epoch else None)
         except DivergedError as exc:
@@ -183,9 +196,6 @@ class Objective:
             annotate(trial, {**curves, "n_params": n_params, "reason": str(exc)}, diagnosis="not converging",
                      status="failed")
             raise  # listed in optimize(catch=...): the trial ends FAIL and the study goes on
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: Optuna marks the trial FAIL and re-raises
-            trial.set_user_attr("reason", INTERRUPTED)
-            raise
         return model, history, curves, speeds
 
 

@@ -9,7 +9,9 @@ Size rungs (``--rungs N``). Instead of epochs, the training-set size is the budg
 trains on 1/9 of the images, the best third goes on to 1/3, the best third of those to all of them (the
 seed's "try a small sample first"); each rung is a fresh model, reported at step 1, 3, 9.
 
-Two rules hold for every pruner:
+Three rules hold for every pruner:
+- never the baseline-config trial: it is the study's reference, which every summary compares with, so it
+  runs to its end, in a first run and in a retry (only the ``--timeout`` deadline stops it);
 - never at a trial's last epoch: it has paid for its whole run, and its final value is what the study
   compares, so pruning it then only throws a finished result away;
 - the ``--timeout`` deadline stops a running trial at the end of its current epoch (PRUNED, with the
@@ -58,6 +60,12 @@ def prunes_per_epoch(rungs: int) -> bool:
 def epoch_step(epoch: int) -> int:
     """The pruner step at the end of ``epoch`` (from 1)."""
     return epoch * STEPS_PER_EPOCH
+
+
+def prunable(user_attrs: dict) -> bool:
+    """Whether a trial may be pruned at all: every trial but the baseline config's (user attribute
+    ``baseline``, which its retries keep)."""
+    return not user_attrs.get("baseline")
 
 
 def may_prune_after(epoch: int, epochs: int) -> bool:

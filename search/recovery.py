@@ -19,7 +19,9 @@ import optuna
 from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 
-KEEP_ON_RETRY = ("baseline",)
+# What a retry keeps of the trial it retries: the baseline mark, and the seed it trains with (its
+# initialisation and batch order), so a retry is the same run as the interrupted one.
+KEEP_ON_RETRY = ("baseline", "train_seed")
 INTERRUPTED = "interrupted (Ctrl-C or SIGTERM)"
 
 

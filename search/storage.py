@@ -358,6 +358,9 @@ def storage_errors(url: str):
         raise
 
 
-def redact(url: str) -> str:
-    """Hide a password in a database URL before printing it."""
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+def redact(text: str) -> str:
+    """Hide every password in ``text`` (a database URL, or a message holding one) before it is printed or
+    stored: the one after ``user:`` up to the host's ``@`` (a password may hold ``@`` itself), and a
+    ``password=`` query parameter."""
+    text = re.sub(r"(://[^:/@\s]*):[^/\s]*@", r"\1:***@", text)
+    return re.sub(r"([?&;]password=)[^&;\s]*", r"\1***", text, flags=re.IGNORECASE)

@@ -74,9 +74,10 @@ def sampler_text(run: dict) -> str | None:
 
 
 def storage_args(study_name: str, storage: str) -> str:
+    """The flags that name the study in a printed hint; a password shows as *** (type your own)."""
     args = f"--study-name {shlex.quote(study_name)}"
     if storage != default_storage(study_name):
-        args += f" --storage {shlex.quote(storage)}"
+        args += f" --storage {shlex.quote(redact(storage))}"
     return args
 
 
