@@ -9,7 +9,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
-from search.data import DATASETS, EVAL_ON, DataOptions
+from search.data import DATASETS, EVAL_ON, SEED_MAX, DataOptions
 from search.errors import EXIT_INTERRUPTED, EXIT_STORAGE, SearchError
 from search.interrupts import sigterm_as_interrupt
 from search.storage import redact
@@ -40,7 +40,6 @@ def int_between(minimum: int, maximum: int | None, what: str):
 
 positive_int = int_between(1, None, "a positive integer")
 non_negative_int = int_between(0, None, "an integer >= 0")
-SEED_MAX = 2**32 - 1  # what numpy's and Optuna's samplers accept
 seed_int = int_between(0, SEED_MAX, f"an integer from 0 to {SEED_MAX}")
 
 

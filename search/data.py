@@ -50,6 +50,7 @@ IDENTITY_TYPES = {"dataset": str, "val_size": (int, type(None)), "train_subset":
                   "seed": int}
 IDENTITY_TYPE_NAMES = {"dataset": "a string", "val_size": "an integer or null", "train_subset": "an integer or null",
                        "eval_on": "a string", "seed": "an integer"}
+SEED_MAX = 2**32 - 1  # what numpy's and Optuna's samplers accept
 DEFAULT_VAL_SIZE = {"mnist": 10_000, "fashion-mnist": 10_000, "synthetic": 2_000}
 
 Log = Callable[[str], None]
@@ -98,6 +99,12 @@ class DataOptions:
             value = identity.get(key)
             if key in identity and (isinstance(value, bool) or not isinstance(value, types)):
                 raise UsageError(f"{where}.{key} must be {IDENTITY_TYPE_NAMES[key]}, got {value!r}")
+        seed = identity.get("seed", 0)
+        if not 0 <= seed <= SEED_MAX:  # another seed is another split (and another synthetic set)
+            raise UsageError(f"{where}.seed must be an integer from 0 to {SEED_MAX}, got {seed}")
+        for key in ("val_size", "train_subset"):
+            if identity.get(key) is not None and identity[key] < 0:
+                raise UsageError(f"{where}.{key} must be a positive integer or null, got {identity[key]}")
         return cls(dataset=identity.get("dataset", "mnist"), data_dir=data_dir,
                    val_size=identity.get("val_size") or None, train_subset=identity.get("train_subset"),
                    eval_on=identity.get("eval_on", "val"), seed=identity.get("seed", 0))

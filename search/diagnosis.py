@@ -64,12 +64,12 @@ def direction_changes(values: Sequence[float]) -> int:
 
 
 def diagnose(train: Sequence[float], held: Sequence[float], *, num_classes: int = 10) -> str:
-    train, held = list(train), list(held)
+    n = min(len(train), len(held))  # a hand-edited file may hold curves of unequal length: read their overlap
+    train, held = list(train)[:n], list(held)[:n]
     if not train or not held or not all(math.isfinite(v) for v in train + held):
         return NOT_CONVERGING
     if min(train[-1], held[-1]) > 0.5 * math.log(num_classes):
         return NOT_CONVERGING
-    n = len(held)
     best = min(range(n), key=held.__getitem__)
     if n >= 3 and best < n - 1 and held[-1] > held[best] * (1 + OVERFIT_RISE) and train[-1] < train[best]:
         return OVERFITTING

@@ -30,6 +30,9 @@ def check_output_file(path: Path, *, storage_url: str | None = None) -> None:
     if len(path.name.encode()) > MAX_NAME_BYTES:
         raise UsageError(f"{path.name[:40]}...: the file name is longer than {MAX_NAME_BYTES} bytes (its temp name "
                          "must fit in the file system's 255); choose a shorter one")
+    if path.is_file() and is_study_file(path):
+        raise UsageError(f"{path} is an Optuna study (or another SQLite database); writing there would destroy it: "
+                         "choose another output name")
     store = storage_url and (sqlite_path(storage_url) or journal_path(storage_url))
     if store and path.exists() and store.exists() and os.path.samefile(path, store):
         raise UsageError(f"{path} is the study's own storage file; choose another output name")
@@ -38,6 +41,16 @@ def check_output_file(path: Path, *, storage_url: str | None = None) -> None:
         raise UsageError(f"{parent}/ does not exist; create it or choose another output path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"{parent}/ is not writable; choose another output path")
+
+
+def is_study_file(path: Path) -> bool:
+    """Whether ``path`` holds a SQLite database (an Optuna study, or anything else's) or an Optuna journal."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return head.startswith(b"SQLite format 3\x00") or (head.startswith(b"{") and b'"op_code"' in head)
 
 
 def check_output_folder(path: Path, *, overwrite: bool) -> None:
@@ -74,8 +87,9 @@ class AtomicFolder:
             return False
         old = None
         if self.target.exists():
-            old = self.target.with_name(f".{self.target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            # A fresh, empty name of our own (a rename may replace an empty folder): a folder the user made,
+            # however it is named, is never touched.
+            old = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.old.", dir=self.target.parent))
             os.replace(self.target, old)
         os.replace(self.tmp, self.target)
         if old is not None:

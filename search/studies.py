@@ -68,6 +68,8 @@ def check_storage_readable(storage_url: str, study_name: str | None = None) -> N
     if path is not None:
         if not path.is_file():
             raise UsageError(f"no study file {path}; run `{run}` first, or pass --storage")
+        if path.stat().st_size == 0:  # SQLite would take it as an empty database and get Optuna's schema
+            raise UsageError(f"{path} is empty (0 bytes), not a study; run `{run}` first, or pass --storage")
         return
     import sqlalchemy
 
@@ -197,9 +199,9 @@ def _open_or_create(args: argparse.Namespace, storage_url: str, data_sizes: dict
                 finish_creation(study, args, identity, data_sizes)
                 return study
         if old is not None and old != identity:
-            diff = ", ".join(
-                f"{k} {old.get(k)!r} -> {identity.get(k)!r}" for k in identity if old.get(k) != identity[k]
-            )
+            keys = [*identity, *(k for k in old if k not in identity)]  # a flag left out shows as None
+            diff = ", ".join(f"{k} {old.get(k)!r} -> {identity.get(k)!r}"
+                             for k in keys if old.get(k) != identity.get(k))
             raise UsageError(f"study {args.study_name!r} was run with other settings ({diff}); trials would not be "
                              "comparable: use another --study-name, or the study's own settings") from None
         # Offset the sampler's seed by the trials already there, so a resumed run does not replay the

@@ -67,6 +67,8 @@ class EpochResult:
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int):
     """A per-step scheduler for ``config.schedule`` over ``total_steps``, or None for a constant rate."""
     if config.schedule == "onecycle":
+        if total_steps < 3:  # PyTorch's one-cycle divides by zero below 3 steps: too short to have a cycle
+            return None
         # PyTorch's one-cycle; its warm-up phase needs at least two steps to be well defined.
         pct_start = min(max(config.warmup, 2.0 / total_steps), 0.5)
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps,

@@ -218,7 +218,8 @@ def test_incompatible_rerun_is_refused(tmp_path, capsys):
                                "synthetic", "--train-subset", "300", "--val-size", "200", "--trials", "2"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "study 't' was run with other settings (train_subset 200 -> 300)" in err
+    # every setting that differs, also one left out (--epochs-range)
+    assert "study 't' was run with other settings (train_subset 200 -> 300, epochs_range [1, 2] -> None)" in err
     assert len(load(tmp_path / "t.db").trials) == 1
 
 
