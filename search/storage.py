@@ -21,6 +21,7 @@ import re
 import sqlite3
 import time
 import traceback
+import urllib.parse
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -70,8 +71,17 @@ def sqlite_path(url: str) -> Path | None:
     except ArgumentError:
         raise UsageError(f"--storage {redact(url)!r} is not a valid URL; use sqlite:///PATH.db") from None
     database = parsed.database or ""
-    if str(parsed.query.get("uri", "")).lower() in ("true", "1") and database.startswith("file:"):
-        database = database[len("file:"):].split("?", 1)[0]
+    # SQLAlchemy reads ``uri`` as a boolean (util.asbool); then SQLite opens a URI filename: file:PATH,
+    # file:///ABS or file://localhost/ABS, its own query after "?", and %-escapes in the path.
+    if str(parsed.query.get("uri", "")).strip().lower() in ("true", "1", "yes", "y", "on", "t") \
+            and database.startswith("file:"):
+        database = database[len("file:"):].split("?", 1)[0].split("#", 1)[0]
+        if database.startswith("//"):
+            authority, _, rest = database[2:].partition("/")
+            if authority not in ("", "localhost"):
+                raise UsageError(f"--storage {redact(url)!r}: SQLite opens only local files (file://localhost/...)")
+            database = "/" + rest
+        database = urllib.parse.unquote(database)
     return Path(database)
 
 
@@ -128,6 +138,15 @@ def check_default_postgres_driver(url: str) -> None:
         pass  # a malformed URL: Optuna's own error says more
 
 
+def check_regular_file(path: Path) -> None:
+    """Refuse a FIFO, a device or a socket before opening it: reading one blocks for ever or never ends."""
+    if path.exists() and not path.is_file():
+        raise UsageError(f"{path}: not a regular file (a FIFO, device or socket); give a file path")
+
+
+RECORD_START = b'{"op_code":'  # how every record of an Optuna journal file begins
+
+
 def check_journal_file(path: Path) -> None:
     """Refuse a file that is not an Optuna journal, or one with a damaged record in the middle. A last
     record without its newline is an interrupted write (a full disk, a kill): ``repair_journal_tail``
@@ -136,12 +155,16 @@ def check_journal_file(path: Path) -> None:
         raise UsageError("--storage journal: give a file, e.g. journal:studies/NAME.log")
     if path.is_dir():
         raise UsageError(f"{path}: is a directory, not a journal file; give a .log file path")
-    if not path.exists() or path.stat().st_size == 0:
+    if not path.exists():
+        return
+    check_regular_file(path)
+    if path.stat().st_size == 0:
         return
     with open(path, "rb") as fh:
         for number, line in enumerate(fh, start=1):
-            if not line.endswith(b"\n"):  # the unfinished last record: it must at least start like one
-                if not line.startswith(b'{"op_code":'):
+            if not line.endswith(b"\n"):  # the unfinished last record: a record's start cut anywhere, or the
+                start = line.rstrip(b"\x00")  # NUL bytes a file system leaves where a write never landed
+                if not (start.startswith(RECORD_START) or RECORD_START.startswith(start)):
                     raise UsageError(f"{path}: not an Optuna journal file; choose another --storage path")
                 break
             try:
@@ -194,6 +217,7 @@ def check_sqlite_file(path: Path, timeout: float = SQLITE_TIMEOUT_S) -> None:
         return
     if path.is_dir():
         raise UsageError(f"{path}: is a directory, not a study file; give a .db file path")
+    check_regular_file(path)
     try:
         with open(path, "rb") as fh:
             header = fh.read(len(SQLITE_MAGIC))

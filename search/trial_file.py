@@ -85,8 +85,17 @@ def trial_record(study, trial) -> dict:
     return record
 
 
+MAX_FILE_BYTES = 16 << 20  # an exported trial is a few KB; a file far larger is not one
+
+
 def read_json(path: Path) -> dict:
+    """The JSON object in ``path``, a regular file of at most MAX_FILE_BYTES (checked before reading)."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise UsageError(f"{path}: not a regular file (a folder, FIFO or device); give an exported trial's JSON file")
+    if path.is_file() and path.stat().st_size > MAX_FILE_BYTES:
+        raise UsageError(f"{path}: {path.stat().st_size:,} bytes is not an exported trial (a few KB); give the file "
+                         f"`{command('export')}` wrote")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

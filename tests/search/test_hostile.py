@@ -99,3 +99,68 @@ def test_a_rerun_without_epochs_range_names_what_changed(tmp_path, capsys):
     assert run_main(run.main, ["--study-name", "t", "--storage", storage, *argv, "--trials", "2"]) == 2
     assert "(epochs_range [1, 1] -> None)" in capsys.readouterr().err
     assert len(optuna.load_study(study_name="t", storage=storage).trials) == 1
+
+
+@pytest.mark.parametrize("tail", [b'{"op_', b"\x00" * 64, b'{"op_code": 5, "work'])
+@pytest.mark.parametrize("records", [True, False])
+def test_a_journal_cut_anywhere_in_its_last_record_resumes(tmp_path, capsys, tail, records):
+    """A write cut short (a kill, a full disk) leaves part of a record, or NUL bytes where the file system had
+    reserved space: the next run drops that tail, keeps every complete record, and goes on."""
+    journal = tmp_path / "j.log"
+    argv = ["--study-name", "j", "--storage", str(journal), *FAST]
+    if records:
+        assert run_main(run.main, [*argv, "--trials", "1"]) == 0
+    with open(journal, "ab") as fh:
+        fh.write(tail)
+    assert run_main(run.main, [*argv, "--trials", "2"]) == 0
+    assert "dropped an unfinished last record" in capsys.readouterr().err
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    study = optuna.load_study(study_name="j", storage=JournalStorage(JournalFileBackend(str(journal))))
+    assert len(study.trials) == 2
+
+
+@pytest.fixture
+def no_hang():
+    """Fail, instead of hanging the suite, when a command blocks on its input."""
+    import signal
+
+    def hung(signum, frame):
+        raise TimeoutError("the command blocked on its input")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "huge"])
+def test_retrain_and_compare_check_an_input_files_kind_and_size_before_reading(tmp_path, capsys, no_hang, kind):
+    import os
+
+    from search.commands import retrain
+
+    if kind == "fifo":
+        path, message = tmp_path / "best.json", "not a regular file"
+        os.mkfifo(path)
+    elif kind == "device":
+        path, message = "/dev/zero", "not a regular file"
+    else:
+        path, message = tmp_path / "best.json", "is not an exported trial"
+        with open(path, "wb") as fh:
+            fh.truncate(64 << 20)  # sparse: 64 MB of nothing
+    for main, argv in ((retrain.main, [str(path), "-o", str(tmp_path / "m")]),
+                       (compare.main, [str(path), str(path)])):
+        assert run_main(main, argv) == 2
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scheme", ["sqlite:///{path}", "journal:{path}"])
+def test_a_fifo_as_the_storage_is_refused_before_opening(tmp_path, capsys, no_hang, scheme):
+    import os
+
+    path = tmp_path / ("s.db" if scheme.startswith("sqlite") else "s.log")
+    os.mkfifo(path)
+    assert run_main(run.main, ["--storage", scheme.format(path=path), *FAST]) == 2
+    assert "not a regular file" in capsys.readouterr().err

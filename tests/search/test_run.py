@@ -325,7 +325,9 @@ def test_storage_that_is_not_a_study_is_refused_untouched(tmp_path, monkeypatch,
         assert path.read_bytes() == before
 
 
-@pytest.mark.parametrize("url", ["sqlite:///{path}?timeout=5", "sqlite:///file:{path}?uri=true"])
+@pytest.mark.parametrize("url", ["sqlite:///{path}?timeout=5", "sqlite:///file:{path}?uri=true",
+                                 "sqlite:///file:{path}?uri=yes", "sqlite:///file://localhost{path}?uri=true",
+                                 "sqlite:///file://{path}?uri=on"])
 def test_a_query_string_does_not_get_past_the_study_check(tmp_path, url, capsys):
     """SQLAlchemy opens the path without its query string; the check must look at that same file."""
     path = tmp_path / "other.db"
