@@ -21,21 +21,21 @@ def check_output_file(path: Path, *, storage_url: str | None = None) -> None:
     from search.storage import journal_path, sqlite_path
 
     path = Path(path)
+    if len(path.name.encode()) > MAX_NAME_BYTES:
+        raise UsageError(f"{path.name[:40]}...: the file name is longer than {MAX_NAME_BYTES} bytes (its temp name "
+                         "must fit in the file system's 255); choose a shorter one")
     if path.is_symlink():
         raise UsageError(f"{path} is a symbolic link; give the real file's path or a new name")
     if path.is_dir():
         raise UsageError(f"{path} is a folder; give a file name for the output")
     if path.exists() and not path.is_file():
         raise UsageError(f"{path} is not a regular file (a device, FIFO or socket); give a file name for the output")
-    if len(path.name.encode()) > MAX_NAME_BYTES:
-        raise UsageError(f"{path.name[:40]}...: the file name is longer than {MAX_NAME_BYTES} bytes (its temp name "
-                         "must fit in the file system's 255); choose a shorter one")
-    if path.is_file() and is_study_file(path):
-        raise UsageError(f"{path} is an Optuna study (or another SQLite database); writing there would destroy it: "
-                         "choose another output name")
     store = storage_url and (sqlite_path(storage_url) or journal_path(storage_url))
     if store and path.exists() and store.exists() and os.path.samefile(path, store):
         raise UsageError(f"{path} is the study's own storage file; choose another output name")
+    if path.is_file() and is_study_file(path):
+        raise UsageError(f"{path} is an Optuna study (or another SQLite database); writing there would destroy it: "
+                         "choose another output name")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"{parent}/ does not exist; create it or choose another output path")
@@ -55,6 +55,9 @@ def is_study_file(path: Path) -> bool:
 
 def check_output_folder(path: Path, *, overwrite: bool) -> None:
     path = Path(path)
+    if len(path.name.encode()) > MAX_NAME_BYTES:
+        raise UsageError(f"{path.name[:40]}...: the folder name is longer than {MAX_NAME_BYTES} bytes (its temp name "
+                         "must fit in the file system's 255); choose a shorter one")
     if path.exists() and not path.is_dir():
         raise UsageError(f"{path} exists and is not a folder; choose another -o folder")
     if path.is_dir() and (path.resolve() == Path.cwd().resolve() or path.resolve() in Path.cwd().resolve().parents):

@@ -85,6 +85,7 @@ def trial_record(study, trial) -> dict:
     return record
 
 
+MAX_TRIAL_NUMBER = 10**9  # far beyond any study; it names the default model folder and seeds --verify
 MAX_FILE_BYTES = 16 << 20  # an exported trial is a few KB; a file far larger is not one
 
 
@@ -178,6 +179,8 @@ def validate(data: dict, path: Path) -> tuple[NetConfig, TrainConfig, DataOption
             raise UsageError(f"{path}: missing key data.{key}")
         _check_type(f"{path}: data.{key}", data["data"][key], expected)
     d = data["data"]
+    if not 0 <= data.get("trial_number", 0) <= MAX_TRIAL_NUMBER:
+        raise UsageError(f"{path}: trial_number must be from 0 to {MAX_TRIAL_NUMBER:,}")
     if not 0 <= d["seed"] <= SEED_MAX or ("seed" in data and not 0 <= data["seed"] <= SEED_MAX):
         raise UsageError(f"{path}: data.seed and seed must be from 0 to {SEED_MAX}")
     for key in ("val_size", "train_subset"):

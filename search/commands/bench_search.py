@@ -241,6 +241,8 @@ def main(argv=None) -> int:
     if args.retrain_seeds and len(set(args.retrain_seeds)) != len(args.retrain_seeds):
         raise UsageError(f"--retrain-seeds {' '.join(map(str, args.retrain_seeds))}: give each seed once")
     folder = args.out_dir or Path("runs") / f"bench-search-{time.strftime('%Y%m%d-%H%M%S')}"
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out-dir {folder} is a file, not a folder; choose a new folder")
     if folder.exists() and any(folder.iterdir()):
         raise UsageError(f"{folder}/ already holds files; choose another --out-dir")
     folder.mkdir(parents=True, exist_ok=True)

@@ -164,3 +164,35 @@ def test_a_fifo_as_the_storage_is_refused_before_opening(tmp_path, capsys, no_ha
     os.mkfifo(path)
     assert run_main(run.main, ["--storage", scheme.format(path=path), *FAST]) == 2
     assert "not a regular file" in capsys.readouterr().err
+
+
+def test_retrain_refuses_names_too_long_before_training(tmp_path, capsys):
+    from search.commands import retrain
+
+    assert run_main(export.main, ["--study-name", "A", "--storage", f"sqlite:///{two_studies_path(tmp_path)}",
+                                  "-o", str(tmp_path / "best.json")]) == 0
+    capsys.readouterr()
+    assert run_main(retrain.main, [str(tmp_path / "best.json"), "-o", str(tmp_path / ("m" * 300))]) == 2
+    assert "the folder name is longer than" in capsys.readouterr().err
+    record = json.loads((tmp_path / "best.json").read_text())
+    for number in (10**300, 2**64):
+        (tmp_path / "big.json").write_text(json.dumps({**record, "trial_number": number}))
+        assert run_main(retrain.main, [str(tmp_path / "big.json"), "--verify"]) == 2
+        assert "trial_number must be from 0 to 1,000,000,000" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def two_studies_path(tmp_path):
+    """A one-trial study of its own, in ``tmp_path``."""
+    db = tmp_path / "A.db"
+    assert run_main(run.main, ["--study-name", "A", "--storage", f"sqlite:///{db}", *FAST, "--trials", "1"]) == 0
+    return db
+
+
+def test_bench_search_refuses_an_out_dir_that_is_a_file(tmp_path, capsys):
+    from search.commands import bench_search
+
+    afile = tmp_path / "results"
+    afile.write_text("mine")
+    assert run_main(bench_search.main, ["--dataset", "synthetic", "--out-dir", str(afile)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err and afile.read_text() == "mine"
