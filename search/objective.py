@@ -88,7 +88,7 @@ class Objective:
                 trial.report(value, pruning.rung_step(rung))
                 rung_values[str(size)] = round(value, 4)
                 trial.set_user_attr("rung_values", rung_values)  # {training images: held-out value}
-                if not last_rung and pruning.prunable(trial.user_attrs) and trial.should_prune():
+                if not last_rung and trial.should_prune() and pruning.prunable(trial.user_attrs):
                     reason = (f"pruned at rung {rung + 1}/{len(self.sizes)} ({size} images): "
                               f"{METRIC_NAMES[self.metric]} {value:.4f}")
                     trial.set_user_attr("reason", reason)
@@ -141,7 +141,9 @@ class Objective:
 
         def report_or_prune(value: float, step: int, where: str) -> None:
             trial.report(value, step)
-            if prunable and trial.should_prune():
+            # Asked even for the baseline: successive halving records each trial's rung as it asks, and the
+            # baseline's values stay in every rung's comparison; only its answer is not followed.
+            if trial.should_prune() and prunable:
                 reason = f"pruned {where}: {METRIC_NAMES[self.metric]} {value:.4f}"
                 trial.set_user_attr("reason", reason)
                 annotate(trial, {**curves, "n_params": n_params, "reason": reason}, status="pruned")

@@ -108,3 +108,14 @@ def test_no_password_is_printed_or_stored(url, secret):
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
     text = summary(study, url, "held-out loss")  # what the terminal prints and the dashboard's note stores
     assert secret not in text and "next:" in text
+
+
+def test_the_baseline_still_takes_part_in_the_rungs(tmp_path):
+    """Successive halving records a trial's rung when the trial asks whether to stop; the baseline asks (and
+    does not follow the answer), so the other trials are still compared with it, as they were."""
+    argv = [a for a in FAST if a not in ("--pruner", "none")]
+    assert run_main(run.main, ["--study-name", "t", "--storage", f"sqlite:///{tmp_path / 't.db'}", *argv,
+                               "--trials", "1"]) == 0
+    [baseline] = trials(tmp_path)
+    assert baseline.user_attrs["baseline"] and baseline.state == TrialState.COMPLETE
+    assert any(key.startswith("completed_rung_") for key in baseline.system_attrs)
