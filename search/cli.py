@@ -10,8 +10,8 @@ import threading
 from collections.abc import Callable, Sequence
 
 from search.data import DATASETS, EVAL_ON, SEED_MAX, DataOptions
-from search.errors import EXIT_INTERRUPTED, EXIT_STORAGE, SearchError
-from search.interrupts import sigterm_as_interrupt
+from search.errors import EXIT_INTERRUPTED, EXIT_STORAGE, SearchError, UsageError
+from search.interrupts import INTERRUPTED, sigterm_as_interrupt
 from search.storage import redact
 
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
@@ -78,6 +78,16 @@ def data_options(args: argparse.Namespace) -> DataOptions:
                        train_subset=args.train_subset, eval_on=args.eval_on, seed=args.seed)
 
 
+def parse_or_usage_error(parser: argparse.ArgumentParser, argv: Sequence[str], what: str) -> argparse.Namespace:
+    """Parse flags that another command passes on (bench-search's --tool-flags): argparse's complaint, which
+    would print a usage block and exit, becomes one UsageError naming ``what``."""
+    def error(message: str):
+        raise UsageError(f"{what}: {message}")
+
+    parser.error = error
+    return parser.parse_args(argv)
+
+
 def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Call ``main``; turn a SearchError into one ``error: ...`` line and its exit code, and Ctrl-C or
     SIGTERM anywhere (data loading, study creation, the summary) into exit 130."""
@@ -90,7 +100,7 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
         print(f"error: {redact(str(exc))}", file=sys.stderr)  # a driver's message may quote the URL
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted (Ctrl-C or SIGTERM); run the same command again to resume", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as exc:
         if exc.errno not in DISK_ERRORS:

@@ -21,7 +21,7 @@ import sys
 import tarfile
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -70,12 +70,19 @@ class DataOptions:
     train_subset: int | None = None  # None: the whole training split
     eval_on: str = "val"  # "test" reproduces the seed: train on all 60k, score on the test set
     seed: int = 0
+    # Where the options were read, for error messages: "" for the command line, else a file's field
+    # ("runs/best/config.json: data"), so an error names what the user must change.
+    origin: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
-            raise UsageError(f"--dataset {self.dataset!r} is unknown; choose from {', '.join(DATASETS)}")
+            raise UsageError(f"{self.name('dataset')} {self.dataset!r} is unknown; choose from {', '.join(DATASETS)}")
         if self.eval_on not in EVAL_ON:
-            raise UsageError(f"--eval-on {self.eval_on!r} is unknown; choose from {', '.join(EVAL_ON)}")
+            raise UsageError(f"{self.name('eval_on')} {self.eval_on!r} is unknown; choose from {', '.join(EVAL_ON)}")
+
+    def name(self, key: str) -> str:
+        """How an error names option ``key``: its flag, or its field in the file the options came from."""
+        return f"{self.origin}.{key}" if self.origin else "--" + key.replace("_", "-")
 
     @property
     def resolved_val_size(self) -> int:
@@ -107,7 +114,7 @@ class DataOptions:
                 raise UsageError(f"{where}.{key} must be a positive integer or null, got {identity[key]}")
         return cls(dataset=identity.get("dataset", "mnist"), data_dir=data_dir,
                    val_size=identity.get("val_size") or None, train_subset=identity.get("train_subset"),
-                   eval_on=identity.get("eval_on", "val"), seed=identity.get("seed", 0))
+                   eval_on=identity.get("eval_on", "val"), seed=identity.get("seed", 0), origin=where)
 
 
 @dataclass
@@ -293,7 +300,7 @@ def make_synthetic(seed: int, sizes: tuple[int, int] = SYNTHETIC_SIZES):
 
 # ---------------------------------------------------------------------------------------------- splits
 
-def balanced_subset(labels: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+def balanced_subset(labels: torch.Tensor, n: int, gen: torch.Generator, flag: str = "--train-subset") -> torch.Tensor:
     """Indices of a seeded subset with (as nearly as possible) n / 10 images of each class."""
     order = torch.randperm(len(labels), generator=gen)
     picked = []
@@ -301,7 +308,7 @@ def balanced_subset(labels: torch.Tensor, n: int, gen: torch.Generator) -> torch
         quota = n // NUM_CLASSES + (1 if c < n % NUM_CLASSES else 0)
         of_class = order[labels[order] == c]
         if len(of_class) < quota:
-            raise UsageError(f"--train-subset {n}: class {c} has only {len(of_class)} training images; "
+            raise UsageError(f"{flag} {n}: class {c} has only {len(of_class)} training images; "
                              "choose a smaller subset")
         picked.append(of_class[:quota])
     return torch.cat(picked).sort().values
@@ -324,7 +331,7 @@ def split(raw, options: DataOptions) -> Splits:
     (train_x, train_y), (test_x, test_y) = raw
     val_size = options.resolved_val_size
     if val_size < 0 or val_size >= len(train_y):
-        raise UsageError(f"--val-size {val_size} must be between 1 and {len(train_y) - 1} "
+        raise UsageError(f"{options.name('val_size')} {val_size} must be between 1 and {len(train_y) - 1} "
                          f"({options.dataset} has {len(train_y)} training images)")
     gen = torch.Generator().manual_seed(options.seed)
     if options.eval_on == "test":
@@ -336,9 +343,9 @@ def split(raw, options: DataOptions) -> Splits:
         held_x, held_y = train_x[held_idx], train_y[held_idx]
     if options.train_subset is not None:
         if not 0 < options.train_subset <= len(fit_idx):
-            raise UsageError(f"--train-subset {options.train_subset} must be between 1 and {len(fit_idx)} "
+            raise UsageError(f"{options.name('train_subset')} {options.train_subset} must be between 1 and {len(fit_idx)} "
                              "(the training split's size)")
-        fit_idx = fit_idx[balanced_subset(train_y[fit_idx], options.train_subset, gen)]
+        fit_idx = fit_idx[balanced_subset(train_y[fit_idx], options.train_subset, gen, options.name("train_subset"))]
     return Splits(train_x[fit_idx], train_y[fit_idx], held_x, held_y, test_x, test_y)
 
 

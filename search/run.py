@@ -3,10 +3,13 @@
 Every other command runs as ``se-cca-search <command>`` or ``python -m search <command>``.
 """
 
-import sys
-
 if __name__ == "__main__":
-    from search.cli import run_main
-    from search.commands.run import main
+    from search.interrupts import process
 
-    sys.exit(run_main(main))
+    def command() -> int:
+        from search.cli import run_main
+        from search.commands.run import main
+
+        return run_main(main)
+
+    process(command)

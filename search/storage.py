@@ -115,8 +115,8 @@ def check_storage_url(url: str) -> str:
     if scheme not in RDB_SCHEMES:
         raise UsageError(f"--storage {redact(url)!r} is not a supported storage URL; use sqlite:///PATH.db, "
                          "journal:PATH.log, postgresql+psycopg2://USER@HOST/DB or mysql+pymysql://USER@HOST/DB")
-    if scheme == "postgresql" and url.split("://", 1)[0] == "postgresql":
-        check_default_postgres_driver(url)
+    if scheme != "sqlite":
+        check_driver(url)
     if scheme == "sqlite":
         path = sqlite_path(url)
         if path is None or str(path) in ("", ":memory:"):
@@ -125,17 +125,21 @@ def check_storage_url(url: str) -> str:
     return url
 
 
-def check_default_postgres_driver(url: str) -> None:
-    """A bare postgresql:// URL loads SQLAlchemy's default driver; the [postgres] extra installs psycopg2."""
+def check_driver(url: str) -> None:
+    """A server URL names a driver (postgresql+psycopg2://, mysql+pymysql://) or takes SQLAlchemy's default
+    one (psycopg2, MySQLdb): a driver that is not installed is bad input, said before anything opens."""
     from sqlalchemy.engine import make_url
 
     try:
         make_url(url).get_dialect().import_dbapi()
     except ImportError as exc:
-        raise UsageError(f"--storage {redact(url)!r}: SQLAlchemy's default PostgreSQL driver is not installed "
-                         f"({exc}); write postgresql+psycopg2://... (pip install -e '.[postgres]')") from None
+        scheme = url.split("://", 1)[0].split("+", 1)[0]
+        hint = {"postgresql": "postgresql+psycopg2://... with pip install -e '.[postgres]'",
+                "mysql": "mysql+pymysql://... with pip install pymysql"}[scheme]
+        raise UsageError(f"--storage {redact(url)!r}: its database driver is not installed ({exc}); use {hint}") \
+            from None
     except Exception:
-        pass  # a malformed URL: Optuna's own error says more
+        pass  # a malformed URL or an unknown driver name: Optuna's own error says more
 
 
 def check_regular_file(path: Path) -> None:
@@ -168,13 +172,14 @@ def check_journal_file(path: Path) -> None:
                     raise UsageError(f"{path}: not an Optuna journal file; choose another --storage path")
                 break
             try:
-                ok = isinstance(json.loads(line), dict)
+                record = json.loads(line)
+                ok = isinstance(record, dict) and "op_code" in record
             except (ValueError, UnicodeDecodeError):
                 ok = False
             if not ok and number == 1:
                 raise UsageError(f"{path}: not an Optuna journal file; choose another --storage path")
             if not ok:
-                raise UsageError(f"{path}: record {number} is damaged (not one JSON object); restore the file from "
+                raise UsageError(f"{path}: record {number} is damaged (not one Optuna record); restore the file from "
                                  "a copy, or remove that line and every line after it to keep the trials before it")
 
 
@@ -228,12 +233,13 @@ def check_sqlite_file(path: Path, timeout: float = SQLITE_TIMEOUT_S) -> None:
     if header != SQLITE_MAGIC:
         raise UsageError(f"{path}: not a SQLite database (so not an Optuna study); choose another --storage path")
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
         try:
-            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            ok = con.execute("PRAGMA quick_check").fetchone()[0]
-        finally:
-            con.close()
+            tables, ok = read_schema(f"file:{path}?mode=ro", timeout)
+        except sqlite3.OperationalError as exc:
+            if "readonly" not in str(exc) or not has_hot_journal(path):
+                raise
+            recover_hot_journal(path, timeout)
+            tables, ok = read_schema(f"file:{path}?mode=ro", timeout)
     except sqlite3.OperationalError as exc:
         if "locked" in str(exc):  # another process holds a write lock longer than the busy timeout
             raise storage_error(exc, f"sqlite:///{path}") from None
@@ -244,10 +250,57 @@ def check_sqlite_file(path: Path, timeout: float = SQLITE_TIMEOUT_S) -> None:
                          "--storage path") from None
     if ok != "ok":
         raise UsageError(f"{path}: damaged SQLite database (integrity check: {ok}); restore it from a copy")
-    if tables and not OPTUNA_TABLES <= tables:
+    if tables and not OPTUNA_TABLES <= set(tables) and not is_optuna_schema(tables):
         shown = ", ".join(sorted(tables)[:5])
         raise UsageError(f"{path}: a SQLite database of something else (tables: {shown}), not an Optuna study; "
                          "choose another --storage path")
+
+
+def read_schema(uri: str, timeout: float) -> tuple[dict[str, set[str]], str]:
+    """-> ({table: its column names}, the result of SQLite's quick integrity check)."""
+    con = sqlite3.connect(uri, uri=True, timeout=timeout)
+    try:
+        names = [row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        tables = {name: {row[1] for row in con.execute("SELECT * FROM pragma_table_info(?)", (name,))}
+                  for name in names}
+        return tables, con.execute("PRAGMA quick_check").fetchone()[0]
+    finally:
+        con.close()
+
+
+def is_optuna_schema(tables: dict[str, set[str]]) -> bool:
+    """Whether every table is one of Optuna's, with its columns: a study whose creation was killed between
+    Optuna's CREATE TABLEs, which Optuna finishes (it creates only the tables that are missing)."""
+    from optuna.storages._rdb import models
+
+    ours = {name: {column.name for column in table.columns}
+            for name, table in models.BaseModel.metadata.tables.items()}
+    ours["alembic_version"] = {"version_num"}
+    return all(ours.get(name) == columns for name, columns in tables.items())
+
+
+def has_hot_journal(path: Path) -> bool:
+    journal = path.with_name(path.name + "-journal")
+    return journal.is_file() and journal.stat().st_size > 0
+
+
+def recover_hot_journal(path: Path, timeout: float) -> None:
+    """A writer killed inside a transaction leaves a hot rollback journal; SQLite rolls it back at the next
+    read-write open (its normal recovery: the file returns to its last commit), while a read-only open
+    fails. Recover only the tool's own files: another program's database is refused untouched."""
+    try:
+        tables, _ = read_schema(f"file:{path}?immutable=1", timeout)  # a look that neither locks nor recovers
+    except sqlite3.DatabaseError:
+        tables = {}
+    if not tables or not (OPTUNA_TABLES <= set(tables) or is_optuna_schema(tables)):
+        raise UsageError(f"{path}: has an unfinished write (the hot journal {path.name}-journal) from a program "
+                         "that was killed; open it once with that program (or sqlite3) to recover it, or choose "
+                         "another --storage path")
+    con = sqlite3.connect(path, timeout=timeout)
+    try:
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    finally:
+        con.close()
 
 
 def open_storage(url: str, *, heartbeat_interval: int | None = HEARTBEAT_INTERVAL_S) -> optuna.storages.BaseStorage:

@@ -144,10 +144,30 @@ def best_single_run(storage: str, study_name: str) -> tuple[int, float] | None:
     return study.best_trial.number, round(sum(r.get("seconds", 0.0) for runs in repeats.values() for r in runs), 1)
 
 
+def common_flags(args, seed: int) -> list[str]:
+    """The flags every arm's search.run gets."""
+    return ["--seed", str(seed), "--space", args.space, "--dataset", args.dataset, "--data-dir", args.data_dir,
+            *(["--train-subset", str(args.train_subset)] if args.train_subset else []),
+            *(["--val-size", str(args.val_size)] if args.val_size else []), *args.extra.split()]
+
+
+def check_run_flags(args) -> None:
+    """What this benchmark passes to search.run (--tool-flags, --extra, the data flags), checked by run's own
+    parser, flag checks and data split before any folder, study or process is made."""
+    from search.cli import data_options, parse_or_usage_error
+    from search.commands import run
+    from search.data import load_splits
+
+    argv = [*common_flags(args, args.seeds[0]), "--trials", str(args.trials), *args.tool_flags.split()]
+    what = f"--tool-flags {args.tool_flags!r} / --extra {args.extra!r}"
+    parsed = parse_or_usage_error(run.get_args_parser(), argv, what)
+    parsed.storage = None  # a study in the benchmark's own folder, made later
+    run.check_args(parsed)
+    load_splits(data_options(parsed))
+
+
 def run_seed(args, seed: int, folder: Path, log: Path) -> dict:
-    common = ["--seed", str(seed), "--space", args.space, "--dataset", args.dataset, "--data-dir", args.data_dir,
-              *(["--train-subset", str(args.train_subset)] if args.train_subset else []),
-              *(["--val-size", str(args.val_size)] if args.val_size else []), *args.extra.split()]
+    common = common_flags(args, seed)
     results, budget = {}, None
     for arm in ("tool", *[a for a in ARMS if a != "tool"]):
         if arm not in args.arms and not (arm == "tool" and budget is None):
@@ -245,8 +265,9 @@ def main(argv=None) -> int:
         raise UsageError(f"--out-dir {folder} is a file, not a folder; choose a new folder")
     if folder.exists() and any(folder.iterdir()):
         raise UsageError(f"{folder}/ already holds files; choose another --out-dir")
-    folder.mkdir(parents=True, exist_ok=True)
     args.data_dir = str(Path(args.data_dir).resolve())
+    check_run_flags(args)
+    folder.mkdir(parents=True, exist_ok=True)
     log = folder / "commands.log"
     print(f"search benchmark: space {args.space}, tool arm --trials {args.trials} {args.tool_flags}, train subset "
           f"{args.train_subset or 'all'}, seeds {' '.join(map(str, args.seeds))}"

@@ -53,5 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     return run_main(module.main, rest)
 
 
+def entry() -> None:
+    """The console script and ``python -m search``: ``main`` as the whole process (search.interrupts)."""
+    from search.interrupts import process
+
+    process(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -65,8 +65,13 @@ def edge_warnings(study: optuna.Study, top: int | None = None) -> list[str]:
                 if where == "below" and edge == 0:
                     # 0 turns such a knob off (dropout, label smoothing, warm-up); there is no range below it.
                     out.append(f"{crowd}; the best trials do without it (0 turns it off)")
+                elif name == "epochs" and where == "below" and edge <= 1:
+                    out.append(f"{crowd}; 1 epoch is the fewest there is")
+                elif name == "epochs":
+                    out.append(f"{crowd}; widen the range {where} {edge:g} with --epochs-range (up to the space's "
+                               "maximum in search/space.py)")
                 else:
-                    out.append(f"{crowd}; widen the range {where} {edge:g}")
+                    out.append(f"{crowd}; widen the range {where} {edge:g} in search/space.py")
     return out
 
 

@@ -78,16 +78,22 @@ def test_curves_of_unequal_length_are_diagnosed_not_a_traceback():
     assert diagnose([0.5, 0.4, 0.3, 0.2], [0.6, 0.55]) == "good fit"  # train longer: the first two epochs
 
 
-def test_a_negative_seed_in_a_saved_model_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize("key, value, named", [("seed", -5, "data.seed must be an integer from 0 to 4294967295"),
+                                                 ("dataset", "cifar", "config.json: data.dataset 'cifar' is unknown"),
+                                                 ("eval_on", "nope", "config.json: data.eval_on 'nope' is unknown"),
+                                                 ("val_size", 999999, "config.json: data.val_size 999999 must be")])
+def test_a_bad_data_field_in_a_saved_model_is_named_as_the_files(tmp_path, capsys, key, value, named):
+    """The error names the field in config.json the user must fix, not a flag evaluate does not have."""
     out = tmp_path / "m"
     assert run_main(train.main, ["--dataset", "synthetic", "--train-subset", "100", "--val-size", "100",
                                  "--epochs", "1", "--hidden-size", "8", "--no-compile", "-o", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
-    config["data"]["seed"] = -5
+    config["data"][key] = value
     (out / "config.json").write_text(json.dumps(config))
     capsys.readouterr()
     assert run_main(evaluate.main, [str(out)]) == 2
-    assert "data.seed must be an integer from 0 to 4294967295" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert named in err and "--" not in err.split("error:", 1)[1].split(";")[0]
 
 
 def test_a_rerun_without_epochs_range_names_what_changed(tmp_path, capsys):
@@ -196,3 +202,126 @@ def test_bench_search_refuses_an_out_dir_that_is_a_file(tmp_path, capsys):
     afile.write_text("mine")
     assert run_main(bench_search.main, ["--dataset", "synthetic", "--out-dir", str(afile)]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err and afile.read_text() == "mine"
+
+
+def test_a_study_whose_creation_was_killed_is_finished_by_the_next_run(tmp_path, capsys):
+    """kill -9 between Optuna's CREATE TABLEs leaves some of its tables: the tool's own half-made file,
+    finished by the next run. A foreign table of the same name but other columns is still refused."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    db = tmp_path / "t.db"
+    engine = sqlalchemy.create_engine(f"sqlite:///{db}")
+    tables = models.BaseModel.metadata.tables
+    models.BaseModel.metadata.create_all(engine, tables=[tables[n] for n in ("studies", "study_directions",
+                                                                              "version_info")])
+    engine.dispose()
+    argv = ["--study-name", "t", "--storage", f"sqlite:///{db}", *FAST]
+    assert run_main(run.main, [*argv, "--create-only"]) == 0
+    assert run_main(run.main, [*argv, "--trials", "1"]) == 0
+    assert len(optuna.load_study(study_name="t", storage=f"sqlite:///{db}").trials) == 1
+
+    import sqlite3
+
+    other = tmp_path / "other.db"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE studies (id INTEGER, title TEXT)")
+    con.commit()
+    con.close()
+    before = other.read_bytes()
+    capsys.readouterr()
+    assert run_main(run.main, ["--study-name", "t", "--storage", f"sqlite:///{other}", *FAST, "--create-only"]) == 2
+    assert "a SQLite database of something else" in capsys.readouterr().err and other.read_bytes() == before
+
+
+def kill_a_writer(db, sql: str) -> None:
+    """A process that changes ``db`` in a transaction larger than its page cache and is killed before it
+    commits: the file holds half a write and a hot rollback journal."""
+    import subprocess
+    import sys
+
+    code = ("import os, signal, sqlite3\n"
+            f"con = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+            "con.execute('PRAGMA cache_size=1')\n"
+            "con.execute('BEGIN IMMEDIATE')\n"
+            f"for i in range(200): con.execute({sql!r}, (f'k{{i}}', 'x' * 3000))\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    subprocess.run([sys.executable, "-c", code], check=False)
+    assert db.with_name(db.name + "-journal").stat().st_size > 0
+
+
+def test_a_hot_journal_is_recovered_not_called_damage(tmp_path, capsys):
+    """SQLite recovers a killed writer's transaction from its hot journal at the next read-write open; a
+    read-only check fails on it ("attempt to write a readonly database"). The study is intact: every
+    reader and the next run see its trials. A foreign database with a hot journal is refused untouched."""
+    db = tmp_path / "t.db"
+    argv = ["--study-name", "t", "--storage", f"sqlite:///{db}", *FAST]
+    assert run_main(run.main, [*argv, "--trials", "3"]) == 0
+    kill_a_writer(db, "INSERT INTO trial_user_attributes(trial_id, key, value_json) VALUES (1, ?, ?)")
+    assert run_main(export.main, ["--study-name", "t", "--storage", f"sqlite:///{db}",
+                                  "-o", str(tmp_path / "best.json")]) == 0
+    assert len(optuna.load_study(study_name="t", storage=f"sqlite:///{db}").trials) == 3
+    kill_a_writer(db, "INSERT INTO trial_user_attributes(trial_id, key, value_json) VALUES (1, ?, ?)")
+    assert run_main(run.main, [*argv, "--trials", "4"]) == 0
+    assert len(optuna.load_study(study_name="t", storage=f"sqlite:///{db}").trials) == 4
+
+    import sqlite3
+
+    other = tmp_path / "other.db"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE notes (key TEXT, body TEXT)")
+    con.commit()
+    con.close()
+    kill_a_writer(other, "INSERT INTO notes VALUES (?, ?)")
+    files = {p: p.read_bytes() for p in (other, other.with_name("other.db-journal"))}
+    capsys.readouterr()
+    assert run_main(run.main, ["--study-name", "t", "--storage", f"sqlite:///{other}", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "unfinished write" in err and "other.db-journal" in err
+    assert all(p.read_bytes() == body for p, body in files.items())
+
+
+def test_a_json_lines_file_of_something_else_is_not_a_journal(tmp_path, capsys):
+    log = tmp_path / "events.log"
+    log.write_text('{"event": "start", "at": 1}\n{"event": "stop", "at": 2}\n')
+    before = log.read_bytes()
+    assert run_main(run.main, ["--study-name", "t", "--storage", str(log), *FAST]) == 2
+    assert "not an Optuna journal file" in capsys.readouterr().err and log.read_bytes() == before
+
+
+@pytest.mark.parametrize("url", ["mysql://u@127.0.0.1/db", "mysql+pymysql://u@127.0.0.1/db",
+                                 "postgresql+pg8000://u@127.0.0.1/db"])
+def test_a_missing_database_driver_is_a_usage_error_naming_it(capsys, url):
+    """Every server URL whose driver is not installed: exit 2 (what to install), as for PostgreSQL's default."""
+    assert run_main(run.main, ["--study-name", "t", "--storage", url, *FAST]) == 2
+    assert "driver is not installed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value, named", [("--tool-flags", "--bogus 3", "--bogus"),
+                                                ("--extra", "--trials many", "--trials"),
+                                                ("--val-size", "99999", "--val-size 99999")])
+def test_bench_search_checks_the_flags_it_passes_on_before_running(tmp_path, capsys, flag, value, named):
+    from search.commands import bench_search
+
+    out = tmp_path / "bench"
+    assert run_main(bench_search.main, ["--dataset", "synthetic", "--seeds", "0", "--trials", "2",
+                                        "--out-dir", str(out), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert named in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_the_report_names_how_to_widen_a_range(tmp_path):
+    """An edge the best trials crowd: the flag that widens it, or that there is no range beyond it."""
+    from search.commands.report import edge_warnings
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'r.db'}")
+    for epochs in (1, 1, 1, 2):
+        study.enqueue_trial({"epochs": epochs, "lr": 1e-2})
+    study.optimize(lambda t: t.suggest_int("epochs", 1, 4) + 0 * t.suggest_float("lr", 1e-4, 1e-2, log=True),
+                   n_trials=4)
+    warnings = edge_warnings(study)
+    epochs = next(w for w in warnings if w.startswith("epochs"))
+    lr = next(w for w in warnings if w.startswith("lr"))
+    assert "below 1" not in epochs and "fewest" in epochs
+    assert "search/space.py" in lr

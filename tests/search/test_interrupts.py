@@ -43,3 +43,42 @@ def test_sigint_and_sigterm_together_interrupt_once_without_a_traceback():
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["both pending", "interrupted once", "carried on"]
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize("command", [["-m", "search.run", "--dataset", "synthetic", "--trials", "1"],
+                                     ["-m", "search", "export", "-o", "best.json"]])
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_command_imports_is_one_line_and_exit_130(tmp_path, command, sig):
+    """The first second of a command is its imports (torch above all): Ctrl-C or SIGTERM there means what it
+    means later, one line and exit 130, not a traceback or a death by signal (143)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, *command], cwd=tmp_path, env={"PYTHONPATH": ROOT, "PATH": "/usr/bin"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    proc.send_signal(getattr(signal, sig))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted")
+    assert not (tmp_path / "studies").exists() and not (tmp_path / "best.json").exists()
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("code", [0, 2])
+def test_a_signal_during_shutdown_keeps_the_commands_exit_code(sig, code):
+    """Once a command has its exit code, its work is done: a signal while the interpreter shuts down (here
+    from an exit hook) ends the process with that code, without a traceback."""
+    script = textwrap.dedent(f"""
+        import atexit, os, signal, time
+        from search.interrupts import process
+
+        def late_signal():
+            os.kill(os.getpid(), signal.{sig})
+            time.sleep(2)
+
+        atexit.register(late_signal)
+        process(lambda: {code})
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == code and "Traceback" not in result.stderr, result.stderr

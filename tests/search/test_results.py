@@ -292,7 +292,7 @@ def test_edge_warning_names_the_range_to_widen():
             "lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}))
     warnings = report.edge_warnings(study)
     assert warnings == ["lr: 3 of the 3 best trials sit at the upper edge 0.01 of [0.0001, 0.01]; widen the range "
-                        "above 0.01"]
+                        "above 0.01 in search/space.py"]
 
 
 def test_edge_warning_at_zero_says_the_knob_is_off():
