@@ -119,3 +119,58 @@ def test_the_baseline_still_takes_part_in_the_rungs(tmp_path):
     [baseline] = trials(tmp_path)
     assert baseline.user_attrs["baseline"] and baseline.state == TrialState.COMPLETE
     assert any(key.startswith("completed_rung_") for key in baseline.system_attrs)
+
+
+def test_an_interrupt_during_the_summary_loses_and_adds_nothing(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the summary is written: every trial is already stored; the rerun trains nothing more
+    and prints the summary whole."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "summary", interrupted)
+    assert search(tmp_path, "--trials", "2") == 130
+    monkeypatch.undo()
+    before = [(t.number, t.state, t.value) for t in trials(tmp_path)]
+    assert [state for _, state, _ in before] == [TrialState.COMPLETE] * 2
+    capsys.readouterr()
+    assert search(tmp_path, "--trials", "2") == 0
+    assert [(t.number, t.state, t.value) for t in trials(tmp_path)] == before
+    assert "2 of 2 trials done" in capsys.readouterr().out
+
+
+def test_interrupt_rounds_at_every_moment_end_with_the_trials_asked_for(tmp_path, monkeypatch):
+    """The rounds of the issue, in one study: Ctrl-C before a trial samples, in its first epoch, and during
+    the summary, each followed by the same command. The study ends with exactly the trials asked for,
+    the baseline complete and unpruned, and every interrupted trial retried once with its own seed."""
+    real_suggest = space.suggest
+
+    def suggest_cut(trial, *args, **kwargs):
+        if trial.number == 1:
+            raise KeyboardInterrupt
+        return real_suggest(trial, *args, **kwargs)
+
+    def summary_cut(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    argv = ("--trials", "4", "--epochs-range", "2", "2")
+    monkeypatch.setattr(space, "suggest", suggest_cut)
+    assert search(tmp_path, *argv) == 130
+    monkeypatch.undo()
+    interrupt_fit_call(monkeypatch, call=2)  # the second training of this run: a fresh trial, mid-run
+    assert search(tmp_path, *argv) == 130
+    monkeypatch.undo()
+    monkeypatch.setattr(run, "summary", summary_cut)
+    assert search(tmp_path, *argv) == 130
+    monkeypatch.undo()
+    assert search(tmp_path, *argv) == 0
+    done = trials(tmp_path)
+    complete = [t for t in done if t.state == TrialState.COMPLETE]
+    failed = [t for t in done if t.state == TrialState.FAIL]
+    assert len(complete) == 4 and len(failed) == 2
+    retries = [t.user_attrs.get("retry_of") for t in complete]
+    assert sorted(r for r in retries if r is not None) == sorted(t.number for t in failed)
+    baseline = [t for t in complete if t.user_attrs.get("baseline")]
+    assert len(baseline) == 1 and list(baseline[0].intermediate_values)[-1] >= 1
+    for t in complete:
+        if t.user_attrs.get("retry_of") is not None:
+            assert t.user_attrs["train_seed"] == done[t.user_attrs["retry_of"]].user_attrs["train_seed"]
