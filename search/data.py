@@ -343,8 +343,8 @@ def split(raw, options: DataOptions) -> Splits:
         held_x, held_y = train_x[held_idx], train_y[held_idx]
     if options.train_subset is not None:
         if not 0 < options.train_subset <= len(fit_idx):
-            raise UsageError(f"{options.name('train_subset')} {options.train_subset} must be between 1 and {len(fit_idx)} "
-                             "(the training split's size)")
+            raise UsageError(f"{options.name('train_subset')} {options.train_subset} must be between 1 and "
+                             f"{len(fit_idx)} (the training split's size)")
         fit_idx = fit_idx[balanced_subset(train_y[fit_idx], options.train_subset, gen, options.name("train_subset"))]
     return Splits(train_x[fit_idx], train_y[fit_idx], held_x, held_y, test_x, test_y)
 

@@ -17,7 +17,8 @@ The rules, checked in this order on per-epoch mean train loss ``train`` and held
                     generalisation gap to blame: the model itself is too weak or too short-trained).
 5. good fit         none of the above.
 
-A stored trial with fewer than 2 epochs (pruned early) gets no diagnosis unless it is not converging.
+A stored trial with fewer than 2 epochs (pruned early) gets no diagnosis unless it is not converging;
+one with no epoch on record gets none.
 
 ``fluctuation`` is also what ``search.compare`` reports as the seed's "less stable", made a number.
 """
@@ -101,8 +102,11 @@ def unstable_end(train: Sequence[float]) -> str | None:
 
 def diagnose_trial(user_attrs: dict) -> str | None:
     """The diagnosis of a stored trial, or None when its curves are too short to tell (fewer than 2
-    epochs, e.g. pruned after its first epoch) unless they already show it is not converging."""
+    epochs, e.g. pruned after its first epoch) unless they already show it is not converging. A trial
+    with no epoch on record (pruned a third into its first) gets none: nothing was measured to judge."""
     train, held = user_attrs.get("train_loss") or [], user_attrs.get("eval_loss") or []
+    if not train or not held:
+        return None
     verdict = diagnose(train, held)
     if len(held) < 2 and verdict != NOT_CONVERGING:
         return None

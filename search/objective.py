@@ -176,8 +176,8 @@ class Objective:
             # trial's progress (its note; the study's live figure).
             store_curves(trial, curves)
             trial.set_user_attr("images_per_second", round(sum(speeds) / len(speeds), 1))
-            if self.live:
-                write_note(trial, {**curves, "n_params": n_params},
+            if self.live:  # the diagnosis so far: a running trial's curves already show an overfit
+                write_note(trial, {**curves, "n_params": n_params}, diagnose_trial(curves),
                            status=f"running, epoch {result.epoch}/{train_config.epochs}{on}")
             if per_epoch:
                 value, step = metric_value(result, self.metric), pruning.epoch_step(result.epoch)

@@ -62,43 +62,66 @@ def retrain_curves(step_losses: list[float], steps_per_epoch: int, epoch_losses:
     return fig
 
 
+# The page opens offline: no modebar button that needs the network ("Share chart" uploads to Plotly's
+# cloud), and no Plotly logo link.
+FIGURE_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["sendChartToCloud"]}
+
+
 def write_html(path: Path, title: str, sections: list[tuple[str, object]]) -> None:
-    """Write one page: each section is (heading, plotly Figure or an HTML string)."""
+    """Write one page: each section is (heading, plotly Figure or an HTML string). Each figure sits in a
+    ``<figure>`` labelled with its heading (what a screen reader says for the canvas); sortable tables sort
+    by click or by Enter/Space on a focused header."""
     parts, first = [], True
     for heading, body in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         if isinstance(body, go.Figure):
-            parts.append(body.to_html(full_html=False, include_plotlyjs=first))
+            plot = body.to_html(full_html=False, include_plotlyjs=first, config=FIGURE_CONFIG)
+            parts.append(f'<figure role="img" aria-label="{html.escape(heading)}">{plot}</figure>')
             first = False
         else:
             parts.append(str(body))
     page = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+figure {{ margin: 0; }}
 table {{ border-collapse: collapse; font-size: 13px; }}
 th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
-th {{ background: #f0f0f0; cursor: pointer; }}
+th {{ background: #f0f0f0; }}
+table.sortable th {{ cursor: pointer; }}
 .warn {{ background: #fff4e0; border-left: 4px solid #f0a000; padding: 0.5em 1em; }}
 </style></head><body><h1>{html.escape(title)}</h1>
 {''.join(parts)}
 <script>
-document.querySelectorAll("table.sortable th").forEach((th, col) => th.addEventListener("click", () => {{
+// Sort a table by a column; empty cells (a pruned trial's value) stay last either way.
+function sortBy(th, col) {{
   const body = th.closest("table").tBodies[0];
   const rows = Array.from(body.rows);
-  const asc = th.dataset.asc !== "1"; th.dataset.asc = asc ? "1" : "0";
-  const key = r => {{ const t = r.cells[col].dataset.v ?? r.cells[col].textContent; const n = parseFloat(t);
-                      return isNaN(n) ? t : n; }};
-  rows.sort((a, b) => (key(a) > key(b) ? 1 : key(a) < key(b) ? -1 : 0) * (asc ? 1 : -1));
+  const asc = th.getAttribute("aria-sort") !== "ascending";
+  th.closest("tr").querySelectorAll("th").forEach(h => h.removeAttribute("aria-sort"));
+  th.setAttribute("aria-sort", asc ? "ascending" : "descending");
+  const key = r => {{ const t = r.cells[col].textContent; const n = parseFloat(t); return isNaN(n) ? t : n; }};
+  rows.sort((a, b) => {{
+    const x = key(a), y = key(b);
+    if (x === "" || y === "") return (x === "") - (y === "");
+    return (x > y ? 1 : x < y ? -1 : 0) * (asc ? 1 : -1);
+  }});
   rows.forEach(r => body.appendChild(r));
-}}));
+}}
+document.querySelectorAll("table.sortable th").forEach((th, col) => {{
+  th.addEventListener("click", () => sortBy(th, col));
+  th.addEventListener("keydown", e => {{
+    if (e.key === "Enter" || e.key === " ") {{ e.preventDefault(); sortBy(th, col); }}
+  }});
+}});
 </script></body></html>
 """
     write_text_atomic(Path(path), page)
 
 
 def table_html(headers: list[str], rows: list[list], *, sortable: bool = True) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    focus = ' tabindex="0" scope="col"' if sortable else ' scope="col"'
+    head = "".join(f"<th{focus}>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
     cls = ' class="sortable"' if sortable else ""
     return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

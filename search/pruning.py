@@ -62,6 +62,15 @@ def epoch_step(epoch: int) -> int:
     return epoch * STEPS_PER_EPOCH
 
 
+def step_name(step: int, rungs: int = 1) -> str:
+    """What a pruner step stands for, in words: "epoch 2", "1/3 of epoch 1" (the peek), "rung 2/3"."""
+    if rungs > 1:
+        rung = next((k for k in range(rungs) if rung_step(k) == step), None)
+        return f"rung {rung + 1}/{rungs}" if rung is not None else f"step {step}"
+    epochs, part = divmod(step, STEPS_PER_EPOCH)
+    return f"epoch {epochs}" if part == 0 else f"{part}/{STEPS_PER_EPOCH} of epoch {epochs + 1}"
+
+
 def prunable(user_attrs: dict) -> bool:
     """Whether a trial may be pruned at all: every trial but the baseline config's (user attribute
     ``baseline``, which its retries keep)."""

@@ -1,9 +1,10 @@
-"""Compare two configurations the way the seed's section 1.7 does: params, curves, final values, stability.
+"""Compare configurations the way the seed's section 1.7 does: params, curves, final values, stability.
 
     se-cca-search compare 0 14                     # trial numbers of the default study
+    se-cca-search compare 0 14 21 30               # any number of trials, one column and one curve each
     se-cca-search compare best.json seed.json -o compare.html
 
-Each of A and B is a trial number (of --study-name / --storage) or a file written by search.export.
+Each trial is a trial number (of --study-name / --storage) or a file written by search.export.
 "Fluctuation" is the seed's "less stable" as a number: the mean absolute epoch-to-epoch change of the
 held-out loss over the last 5 epochs, relative to its mean there.
 """
@@ -47,10 +48,16 @@ def resolve(ref: str, args, cache: dict) -> dict:
 
 
 def stats(record: dict) -> dict:
+    """Per trial: how it ended (a trial pruned before its first epoch's end has no curve: its state and
+    reason say why), then its curves' figures."""
     c = record.get("curves", {})
     held, train, acc = c.get("eval_loss", []), c.get("train_loss", []), c.get("eval_accuracy", [])
     best = min(range(len(held)), key=held.__getitem__) if held else None
+    state = record.get("state")
     return {
+        "state": state.lower() if isinstance(state, str) else None,
+        "value": record.get("value") if state == "COMPLETE" else None,
+        "ended early": record.get("reason"),
         "epochs run": len(held),
         "final train loss": train[-1] if train else None,
         "final held-out loss": held[-1] if held else None,
@@ -86,10 +93,13 @@ def label(record: dict, ref: str) -> str:
     return f"{ref} (trial {number})" if number is not None and not ref.isdigit() else f"trial {ref}"
 
 
+MAX_TRIALS = 12  # columns a terminal and a figure's legend still show
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=command("compare"), description=__doc__.splitlines()[0])
-    parser.add_argument("a", help="trial number or exported JSON file")
-    parser.add_argument("b", help="trial number or exported JSON file")
+    parser.add_argument("trials", nargs="+", metavar="TRIAL",
+                        help=f"two to {MAX_TRIALS} trial numbers or exported JSON files")
     add_study_args(parser)
     parser.add_argument("--allow-mixed", action="store_true",
                         help="compare trials of different data sets or held-out splits anyway (with a warning)")
@@ -101,35 +111,39 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
+    if not 2 <= len(args.trials) <= MAX_TRIALS:
+        raise UsageError(f"compare: give at least two trials and at most {MAX_TRIALS}, got {len(args.trials)}")
     check_output_file(args.output, storage_url=args.storage or default_storage(args.study_name))
     cache: dict = {}
-    a, b = resolve(args.a, args, cache), resolve(args.b, args, cache)
-    la, lb = label(a, args.a), label(b, args.b)
-    hard, soft = mismatch(a, b)
-    if hard and not args.allow_mixed:
-        raise UsageError(f"{la} and {lb} were scored on different data ({'; '.join(hard)}): their held-out "
-                         "figures are not comparable; compare trials of one data set and split, or pass --allow-mixed")
-    warnings = [f"warning: {la} and {lb} differ in {d}" for d in hard + soft]
+    records = [resolve(ref, args, cache) for ref in args.trials]
+    labels = [label(r, ref) for r, ref in zip(records, args.trials)]
+    warnings = []
+    for other, name in zip(records[1:], labels[1:]):  # every trial against the first
+        hard, soft = mismatch(records[0], other)
+        if hard and not args.allow_mixed:
+            raise UsageError(f"{labels[0]} and {name} were scored on different data ({'; '.join(hard)}): their "
+                             "held-out figures are not comparable; compare trials of one data set and split, or pass "
+                             "--allow-mixed")
+        warnings += [f"warning: {labels[0]} and {name} differ in {d}" for d in hard + soft]
     for line in warnings:
         print(line, file=sys.stderr)
-    names = list(dict.fromkeys([*a["params"], *b["params"]]))
-    rows = [[k, va, vb] for (k, va), (_, vb) in zip(origin_rows(a), origin_rows(b))]
-    rows += [[n, a["params"].get(n), b["params"].get(n)] for n in names]
-    sa, sb = stats(a), stats(b)
-    rows += [[k, sa[k], sb[k]] for k in sa]
-    width = max(len(str(r[0])) for r in rows)
+    names = list(dict.fromkeys(n for r in records for n in r["params"]))
+    origins = [origin_rows(r) for r in records]
+    rows = [[key, *(o[i][1] for o in origins)] for i, (key, _) in enumerate(origins[0])]
+    rows += [[n, *(r["params"].get(n) for r in records)] for n in names]
+    figures = [stats(r) for r in records]
+    rows += [[k, *(f[k] for f in figures)] for k in figures[0]]
     fmt = lambda v: "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
-    col = max(len(la), len(lb), *(len(fmt(r[1])) for r in rows), *(len(fmt(r[2])) for r in rows))
-    print(f"{'':<{width}}  {la:>{col}}  {lb:>{col}}")
-    for name, va, vb in rows:
-        print(f"{name:<{width}}  {fmt(va):>{col}}  {fmt(vb):>{col}}")
-    fig = learning_curves({la: a.get("curves", {}), lb: b.get("curves", {})})
+    width = max(len(str(r[0])) for r in rows)
+    cols = [max(len(name), *(len(fmt(r[i + 1])) for r in rows)) for i, name in enumerate(labels)]
+    print(f"{'':<{width}}  " + "  ".join(f"{name:>{c}}" for name, c in zip(labels, cols)))
+    for name, *values in rows:
+        print(f"{name:<{width}}  " + "  ".join(f"{fmt(v):>{c}}" for v, c in zip(values, cols)))
+    fig = learning_curves({name: r.get("curves", {}) for name, r in zip(labels, records)})
     warn_html = "".join(f'<p class="warn">{html.escape(w)}</p>' for w in warnings)
-    write_html(
-        args.output,
-        f"{la} vs {lb}",
-        [("side by side", warn_html + table_html(["", la, lb], rows, sortable=False)), ("learning curves", fig)],
-    )
+    write_html(args.output, " vs ".join(labels),
+               [("side by side", warn_html + table_html(["", *labels], rows, sortable=False)),
+                ("learning curves", fig)])
     print(f"wrote {args.output}")
     return 0
 

@@ -61,14 +61,16 @@ def check_can_listen(host: str, port: int) -> None:
             from None
 
 
-def serve(app, host: str, port: int) -> int:
-    """Serve ``app`` until Ctrl-C or SIGTERM; -> exit code. The signal asks the server to stop after the
+def serve(app, host: str, port: int, banner: str) -> int:
+    """Serve ``app`` until Ctrl-C or SIGTERM; -> exit code. ``banner`` (the address) is printed once the
+    socket listens, so a browser opened on it connects. The signal asks the server to stop after the
     request in hand: raised as KeyboardInterrupt inside a request, wsgiref's catch-all would swallow it and
     the server would go on (optuna-dashboard's own run_server does that)."""
     class Server(WSGIServer):  # IPv6 too (--host ::1)
         address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
 
-    httpd = make_server(host, port, app, server_class=Server)
+    httpd = make_server(host, port, app, server_class=Server)  # bound and listening: connections queue
+    print(banner, flush=True)
 
     def stop(signum, frame):
         for sig in SIGNALS:  # a second signal stops at once
@@ -100,9 +102,9 @@ def main(argv=None) -> int:
     else:  # a storage alone: any study in it; an unreachable server or a missing file is one line here
         names = study_names(url)[1]
         what, page = f"{len(names)} stud{'y' if len(names) == 1 else 'ies'}", "/dashboard"
-    check_can_listen(args.host, args.port)  # a bad host or a busy port: one line, before the banner
-    print(f"optuna-dashboard for {redact(url)} ({what}): http://{args.host}:{args.port}{page}", flush=True)
-    return serve(wsgi(url), args.host, args.port)
+    check_can_listen(args.host, args.port)  # a bad host or a busy port: one line, before the app is built
+    return serve(wsgi(url), args.host, args.port,
+                 banner=f"optuna-dashboard for {redact(url)} ({what}): http://{args.host}:{args.port}{page}")
 
 
 if __name__ == "__main__":

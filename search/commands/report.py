@@ -26,7 +26,7 @@ from search.cli import command, run_main
 from search.diagnosis import REMEDIES, diagnose_trial
 from search.errors import UsageError
 from search.plots import learning_curves, table_html, write_html
-from search.pruning import STEPS_PER_EPOCH
+from search.pruning import STEPS_PER_EPOCH, step_name
 from search.studies import add_study_args, completed_trials, study_and_output
 from search.summary import format_params, format_runs, settings_rows
 from search.trial_curves import curves_of
@@ -83,6 +83,27 @@ def _plot(title: str, make):
         return title, f"<p><i>not available: {html.escape(str(exc).splitlines()[0])}</i></p>"
 
 
+TOP_CURVES = 5  # trials overlaid in the report's learning curves, beside the baseline config's
+
+
+def top_curves(study: optuna.Study) -> dict[str, dict]:
+    """Label -> curves: the best trial (by the answer rule), the next best complete ones up to TOP_CURVES,
+    and the baseline config's trial."""
+    best, baseline = best_trial(study), baseline_trial(study)
+    base = baseline.number if baseline is not None else None
+    sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+    others = sorted((t for t in completed_trials(study) if t.number != best.number), key=lambda t: sign * t.value)
+    chosen = [best, *others[:TOP_CURVES - 1]]
+    if baseline is not None and base not in {t.number for t in chosen}:
+        chosen.append(baseline)
+
+    def name(t) -> str:
+        roles = ["best"] * (t is best) + ["baseline config"] * (t.number == base)
+        return f"trial {t.number}" + (f" ({', '.join(roles)})" if roles else "")
+
+    return {name(t): curves_of(t) for t in chosen}
+
+
 def metric_name(study: optuna.Study) -> str:
     return (study.metric_names or [None])[0] or "objective value"
 
@@ -101,11 +122,8 @@ def build_sections(study: optuna.Study) -> list:
                          table_html(["trial", f"{name}: runs", "params"], [
                              [r["trial"].number, format_runs(r), format_params(r["trial"].params)] for r in rows],
                              sortable=False)))
-    best, baseline = best_trial(study), baseline_trial(study)
-    curves = {f"best (trial {best.number})": curves_of(best)}
-    if baseline is not None and baseline.number != best.number:
-        curves[f"baseline config (trial {baseline.number})"] = curves_of(baseline)
-    sections.append(("learning curves: best and baseline-config trials", learning_curves(curves)))
+    sections.append((f"learning curves: the {TOP_CURVES} best trials and the baseline config",
+                     learning_curves(top_curves(study))))
     sections.append(
         _plot(f"optimisation history ({name})", lambda: vis.plot_optimization_history(study, target_name=name))
     )
@@ -145,14 +163,27 @@ def intermediate_values(study: optuna.Study, name: str):
 
 
 def trial_table(study: optuna.Study) -> str:
+    """Every trial, complete ones first (best first), then the rest by number. Only a complete trial has a
+    value; a pruned or stopped one shows the last value it reported, marked with when it reported it
+    (Optuna stores that as a pruned trial's value, which would otherwise sort above the real results)."""
     trials = study.get_trials(deepcopy=False)
     names = sorted({k for t in trials for k in t.params})
-    headers = ["trial", "state", "value", *names, "diagnosis", "seconds", "test accuracy", "note"]
+    rungs = study.user_attrs.get("identity", {}).get("rungs", 1)
+    sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (sign * t.value, t.number))
+    others = [t for t in trials if t.state != TrialState.COMPLETE]
+    headers = ["trial", "state", "value", "last reported value", *names, "diagnosis", "seconds", "test accuracy",
+               "note"]
     rows = []
-    for t in trials:
+    for t in complete + others:
+        last = ""
+        if t.state != TrialState.COMPLETE and t.intermediate_values:
+            step = max(t.intermediate_values)
+            last = f"{t.intermediate_values[step]:.4g} ({step_name(step, rungs)})"
         diag = t.user_attrs.get("diagnosis") or diagnose_trial(curves_of(t)) or ""
-        rows.append([t.number, t.state.name.lower(), t.value, *(t.params.get(n) for n in names), diag,
-                     t.user_attrs.get("seconds"), t.user_attrs.get("test_accuracy"),
+        rows.append([t.number, t.state.name.lower(), t.value if t.state == TrialState.COMPLETE else None, last,
+                     *(t.params.get(n) for n in names), diag, t.user_attrs.get("seconds"),
+                     t.user_attrs.get("test_accuracy"),
                      "baseline config" if t.user_attrs.get("baseline") else t.user_attrs.get("reason", "")])
     return table_html(headers, rows)
 

@@ -26,7 +26,6 @@ from search.diagnosis import (
     ([1.0, 0.7, 0.6, 0.55], [0.9, 0.68, 0.6, 0.56], UNDERFITTING),
     ([2.30, 2.30, 2.29], [2.30, 2.31, 2.30], NOT_CONVERGING),
     ([0.5, float("nan")], [0.3, float("nan")], NOT_CONVERGING),
-    ([], [], NOT_CONVERGING),
 ])
 def test_each_class(train, held, expected):
     assert diagnose(train, held) == expected
@@ -64,6 +63,31 @@ def test_one_epoch_curves():
     assert diagnose_trial({"train_loss": [2.3], "eval_loss": [2.29], "eval_accuracy": [0.11]}) == NOT_CONVERGING
     assert diagnose_trial({"train_loss": [float("inf")], "eval_loss": [0.5]}) == NOT_CONVERGING
     assert diagnose_trial({"train_loss": [0.9, 0.2], "eval_loss": [0.5, 0.15]}) == GOOD_FIT
+
+
+def test_a_trial_with_no_epoch_on_record_gets_no_diagnosis():
+    """Pruned a third into its first epoch, a trial has no per-epoch curve: nothing was measured at an epoch's
+    end, so no verdict (least of all "not converging", with its remedy "check the data set")."""
+    assert diagnose_trial({"train_loss": [], "eval_loss": []}) is None
+    assert diagnose_trial({}) is None
+
+
+def test_a_running_trials_note_carries_its_diagnosis_so_far(tmp_path, monkeypatch):
+    """The note of a running trial is rewritten after every epoch with the diagnosis of its curves so far."""
+    from search import objective
+    from search.cli import run_main
+    from search.commands import run
+
+    notes = []
+    real = objective.write_note
+    monkeypatch.setattr(objective, "write_note",
+                        lambda trial, attrs, diagnosis=None, *, status="": notes.append((status, diagnosis))
+                        or real(trial, attrs, diagnosis, status=status))
+    assert run_main(run.main, ["--study-name", "t", "--storage", f"sqlite:///{tmp_path / 't.db'}", "--dataset",
+                               "synthetic", "--train-subset", "200", "--val-size", "200", "--workers", "1",
+                               "--no-compile", "--pruner", "none", "--epochs-range", "3", "3", "--trials", "1"]) == 0
+    running = [diagnosis for status, diagnosis in notes if status.startswith("running, epoch 2/")]
+    assert running and running[0] in REMEDIES
 
 
 def test_fluctuation_is_relative_and_uses_the_last_epochs():

@@ -272,7 +272,7 @@ def test_report_is_self_contained(study_db, tmp_path):
     assert run_main(report.main, [*study_args(study_db), "-o", str(out)]) == 0
     page = out.read_text()
     for heading in ("optimisation history", "parameter importances", "parallel coordinate", "slice",
-                    "intermediate values", "timeline", "learning curves: best and baseline-config trials",
+                    "intermediate values", "timeline", "learning curves: the 5 best trials and the baseline config",
                     'class="sortable"', "fit diagnosis"):
         assert heading in page, heading
     assert "cdn.plot.ly" not in page.split("<body>")[0] and "plotly" in page.lower()
