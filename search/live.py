@@ -135,7 +135,8 @@ class LiveDashboard:
             curves = curve_trials(self.study)
             if curves:
                 fig = learning_curves(curves)
-                fig.update_layout(title=f"learning curves (updated {datetime.now(timezone.utc):%H:%M:%S} UTC)")
+                fig.update_layout(title_text=f"learning curves (updated {datetime.now(timezone.utc):%H:%M:%S} UTC)"
+                                             f"<br><sup>{fig.layout.title.text}</sup>")
                 save_figure(self.study, fig, "learning-curves")
             if any(curves_of(t)["epoch_seconds"] for t in trials):
                 save_figure(self.study, speed_figure(trials), "speed")

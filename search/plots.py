@@ -15,12 +15,12 @@ def learning_curves(curves: dict[str, dict], *, held_out_label: str = "held-out"
     """Loss (train dotted, held-out solid, held-out at its best temperature dash-dot where the curves have
     it) and held-out accuracy per epoch, one colour per run.
 
-    One legend entry per run (its label; clicking it hides all three of its lines): three entries per
-    run made the legend longer than the figure in a dashboard card. Hovering a line names it in full."""
+    Sized for a dashboard card at 1366 px: short subplot titles, with the line styles' key as the figure's
+    title across its whole width (in the left title it ran into the right one); one legend entry per run
+    (its label; clicking it hides all three of its lines), one per row below the plots, with the figure's
+    height grown to hold every row. Hovering a line names it in full."""
     calibrated = any(c.get("eval_calibrated_loss") for c in curves.values())
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"loss (dotted: train, solid: {held_out_label}"
-                                                        + (", dash-dot: calibrated)" if calibrated else ")"),
-                                                        f"{held_out_label} accuracy"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", f"{held_out_label} accuracy"))
     palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
     for i, (label, c) in enumerate(curves.items()):
         color = palette[i % len(palette)]
@@ -36,10 +36,16 @@ def learning_curves(curves: dict[str, dict], *, held_out_label: str = "held-out"
         fig.add_trace(go.Scatter(y=c.get("eval_accuracy", []), name=f"{label}: {held_out_label} accuracy",
                                  showlegend=False, **common), row=1, col=2)
     fig.update_xaxes(title_text="epoch")
-    # The legend below the plots: beside them it takes half the width of a dashboard card.
-    fig.update_layout(height=420 + 20 * len(curves), margin={"t": 70}, hovermode="closest",
-                      legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0})
+    key = f"loss lines: dotted train, solid {held_out_label}" + (", dash-dot calibrated" if calibrated else "")
+    rows = len(curves)
+    fig.update_layout(title={"text": key, "font": {"size": 13}}, height=400 + LEGEND_ROW_PX * rows,
+                      margin={"t": 70, "b": 60 + LEGEND_ROW_PX * rows}, hovermode="closest",
+                      legend={"orientation": "v", "yref": "container", "y": 0, "yanchor": "bottom",
+                              "xanchor": "left", "x": 0})
     return fig
+
+
+LEGEND_ROW_PX = 22  # one legend entry a row, below the plots
 
 
 def retrain_curves(step_losses: list[float], steps_per_epoch: int, epoch_losses: list[float],

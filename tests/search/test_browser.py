@@ -1,6 +1,7 @@
 """The dashboard and the report in a real headless Chromium (Debian's), driven by Playwright, while a
-search runs: the running trial's curves appear on the study's page, no page is wider than a 1280 px
-window, the report names its metric and settings.
+search runs with the default workers: the running trial's curves appear on the study's page and its
+diagnosis in its note before it ends, the learning-curves figure fits its card, no page is wider than a
+1366 px window, the report names its metric and settings.
 
 CI installs Chromium and Playwright (.ci/run) and sets SE_CCA_CI=1, so there this test cannot skip.
 """
@@ -19,7 +20,7 @@ from search.trial_curves import curves_of
 
 pytestmark = pytest.mark.e2e  # processes, servers or a browser
 
-WIDTH = 1280
+WIDTH = 1366
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu"]
 
 
@@ -61,6 +62,22 @@ def study_ready(url: str):
     return study if "identity" in study.user_attrs else None
 
 
+# The learning-curves figure on the study's page: its two subplot titles apart, its legend inside the
+# figure, the figure inside its card.
+FIGURE_LAYOUT = """() => {
+  const plot = Array.from(document.querySelectorAll(".js-plotly-plot"))
+    .find(p => p.textContent.includes("learning curves"));
+  if (!plot) return null;
+  const box = plot.getBoundingClientRect();
+  const card = (plot.closest(".MuiCard-root") || plot.parentElement).getBoundingClientRect();
+  const legend = plot.querySelector(".legend").getBoundingClientRect();
+  const titles = Array.from(plot.querySelectorAll(".annotation-text")).map(a => a.getBoundingClientRect());
+  return {titles_overlap: titles.length < 2 || titles[0].right > titles[1].left,
+          legend_inside: legend.bottom <= box.bottom + 1 && legend.right <= box.right + 1,
+          in_card: box.right <= card.right + 1, box: [box.width, box.height], card: card.width};
+}"""
+
+
 def page_width(page) -> int:
     return page.evaluate("document.documentElement.scrollWidth")
 
@@ -73,10 +90,10 @@ def test_live_curves_and_page_widths_in_a_real_browser(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     search = subprocess.Popen([sys.executable, "-m", "tests.slow_run", "--study-name", "t", "--storage", url,
                                "--dataset", "synthetic", "--train-subset", "200", "--val-size", "200",
-                               "--workers", "1", "--no-compile", "--trials", "2", "--epochs-range", "3", "3",
-                               "--pruner", "none"],  # epochs of 4 s or more: the test watches a running trial
+                               "--no-compile", "--trials", "2", "--epochs-range", "4", "4",  # default workers
+                               "--pruner", "none"],  # epochs of 6 s or more: the test watches a running trial
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={**env, "SLOW_EPOCH_S": "4"}, cwd=tmp_path)
+                              env={**env, "SLOW_EPOCH_S": "6"}, cwd=tmp_path)
     dashboard = None
     try:
         wait_for(lambda: study_ready(url), 120, "the study to be created")
@@ -96,7 +113,15 @@ def test_live_curves_and_page_widths_in_a_real_browser(tmp_path):
             # While trial 0 runs, its curves appear on the study's page (the dashboard reloads every 10 s).
             legend = "trial 0 (baseline config, running)"
             page.wait_for_function(f"document.body.textContent.includes({legend!r})", timeout=60_000)
+            layout = page.evaluate(FIGURE_LAYOUT)
+            assert layout and not layout["titles_overlap"] and layout["legend_inside"] and layout["in_card"], layout
+            # The running trial's note carries its diagnosis once it has two epochs, before it ends.
+            page.goto(f"{study_page}/trials?numbers=0")
+            page.wait_for_function("document.body.textContent.includes('Fit diagnosis')", timeout=60_000)
+            running = optuna.load_study(study_name="t", storage=url).trials[0]
+            assert running.state == optuna.trial.TrialState.RUNNING
             assert search.wait(timeout=180) == 0, search.stdout.read()
+            page.goto(study_page)
             page.reload()
             page.wait_for_function("document.body.textContent.includes('(best so far)')", timeout=30_000)
             assert page_width(page) <= WIDTH
@@ -104,7 +129,7 @@ def test_live_curves_and_page_widths_in_a_real_browser(tmp_path):
                 page.goto(f"{study_page}/trials?numbers={trial.number}")
                 page.wait_for_function("document.body.textContent.includes('test accuracy')", timeout=30_000)
                 assert page_width(page) <= WIDTH, f"trial {trial.number}'s page overflows"
-                assert len(curves_of(trial)["eval_loss"]) == 3
+                assert len(curves_of(trial)["eval_loss"]) == 4
             assert not errors, errors
             # The report: offline, names its metric and the study's settings, fits the window.
             report = tmp_path / "report.html"

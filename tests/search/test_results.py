@@ -174,7 +174,7 @@ def test_learning_curves_draw_the_calibrated_loss_where_the_curves_hold_it():
     assert [t.line.dash for t in learning_curves({"a": old}).data] == ["dot", None, None]
     fig = learning_curves({"a": old, "b": new})
     assert [list(t.y) for t in fig.data if t.line.dash == "dashdot"] == [[0.38, 0.3]]
-    assert "dash-dot: calibrated" in fig.layout.annotations[0].text
+    assert "dash-dot calibrated" in fig.layout.title.text
 
 
 def test_retrain_verify_reproduces_the_trial(exported, tmp_path, capsys):
