@@ -51,6 +51,12 @@ IDENTITY_TYPES = {"dataset": str, "val_size": (int, type(None)), "train_subset":
 IDENTITY_TYPE_NAMES = {"dataset": "a string", "val_size": "an integer or null", "train_subset": "an integer or null",
                        "eval_on": "a string", "seed": "an integer"}
 SEED_MAX = 2**32 - 1  # what numpy's and Optuna's samplers accept
+
+
+def offset_seed(seed: int, offset: int) -> int:
+    """A seed derived from ``seed`` (a trial's, a worker's sampler's), kept in the range every seeding
+    function takes: the same as ``seed + offset`` below SEED_MAX, wrapped around above it."""
+    return (seed + offset) % (SEED_MAX + 1)
 DEFAULT_VAL_SIZE = {"mnist": 10_000, "fashion-mnist": 10_000, "synthetic": 2_000}
 
 Log = Callable[[str], None]

@@ -17,7 +17,7 @@ import torch
 from model import SECCANet, count_parameters
 from search import pruning
 from search import space as search_space
-from search.data import Splits, nested_balanced_order
+from search.data import Splits, nested_balanced_order, offset_seed
 from search.diagnosis import diagnose_trial, note_markdown
 from search.errors import DivergedError
 from search.metrics import METRIC_NAMES, Scores, evaluate, metric_value
@@ -74,7 +74,7 @@ class Objective:
         # The seed of its initialisation and batch order. A retry inherits the interrupted trial's
         # (search.recovery and Optuna's heartbeat retry copy it), so a resumed search is the same search.
         if trial.user_attrs.get("train_seed") is None:
-            trial.set_user_attr("train_seed", self.seed + trial.number)
+            trial.set_user_attr("train_seed", offset_seed(self.seed, trial.number))
         net_config, train_config = search_space.suggest(trial, self.space, self.epochs, self.metric)
         start = time.perf_counter()
         rung_values = {}

@@ -15,9 +15,19 @@ from search.errors import UsageError
 MAX_NAME_BYTES = 255 - 24  # the atomic write's temp name adds a dot, a random part and ".tmp"
 
 
-def check_output_file(path: Path, *, storage_url: str | None = None) -> None:
+# What an existing output file must already be for a command to replace it: its own kind of file (the
+# report or comparison it wrote last time, an exported trial), never an input, a model's config.json or
+# anything else that happens to sit under that name. -> (how the file starts, what to call it).
+OUTPUT_KINDS = {
+    "html": (b"<!DOCTYPE html>", "an HTML page written by report or compare"),
+    "export": (b'{\n  "format": "se-cca-search/trial@', "a file written by export"),
+}
+
+
+def check_output_file(path: Path, *, storage_url: str | None = None, kind: str | None = None) -> None:
     """A new name, or a regular file to replace (atomically): never a folder, a link (the rename would
-    replace the link, not write its target), a FIFO or device, or the study's own storage file."""
+    replace the link, not write its target), a FIFO or device, the study's own storage file, or a file
+    of another ``kind`` than the command writes (``OUTPUT_KINDS``)."""
     from search.storage import journal_path, sqlite_path
 
     path = Path(path)
@@ -36,10 +46,17 @@ def check_output_file(path: Path, *, storage_url: str | None = None) -> None:
     if path.is_file() and is_study_file(path):
         raise UsageError(f"{path} is an Optuna study (or another SQLite database); writing there would destroy it: "
                          "choose another output name")
+    if kind is not None and path.is_file() and path.stat().st_size > 0:
+        start, what = OUTPUT_KINDS[kind]
+        with open(path, "rb") as fh:
+            head = fh.read(len(start))
+        if head != start:
+            raise UsageError(f"{path} exists and is not {what}; replacing it would lose it: choose another "
+                             "output name")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"{parent}/ does not exist; create it or choose another output path")
-    if not os.access(parent, os.W_OK | os.X_OK):
+    if not can_create_in(parent):
         raise UsageError(f"{parent}/ is not writable; choose another output path")
 
 
@@ -51,6 +68,10 @@ def is_study_file(path: Path) -> bool:
     except OSError:
         return False
     return head.startswith(b"SQLite format 3\x00") or (head.startswith(b"{") and b'"op_code"' in head)
+
+
+# What train and retrain write into a model folder: --overwrite replaces a folder holding these only.
+MODEL_FILES = {"config.json", "model.safetensors", "metrics.json", "curves.html"}
 
 
 def check_output_folder(path: Path, *, overwrite: bool) -> None:
@@ -65,11 +86,31 @@ def check_output_folder(path: Path, *, overwrite: bool) -> None:
                          "choose a new folder such as runs/NAME")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise UsageError(f"{path}/ already holds files; choose another -o folder or pass --overwrite")
+    if path.is_dir() and overwrite:
+        names = {p.name for p in path.iterdir()}
+        others = sorted(names - MODEL_FILES)
+        if others or (names and not {"config.json", "model.safetensors"} <= names):
+            shown = ", ".join(others[:3]) or "no model.safetensors and config.json"
+            raise UsageError(f"{path}/ is not a saved model folder ({shown}); --overwrite replaces only a model "
+                             "folder written by train or retrain: choose another -o folder")
     base = path.parent
     while not base.exists():  # the nearest folder that exists must let us create the rest
         base = base.parent
-    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+    if not base.is_dir() or not can_create_in(base):
         raise UsageError(f"{base} is not a writable folder; choose another -o folder")
+
+
+def can_create_in(folder: Path) -> bool:
+    """Whether a file can be made in ``folder``, tried for real (and removed): permission bits say yes to
+    root for /proc, a read-only mount or an immutable folder, where the write after the work would fail."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        probe = tempfile.mkdtemp(prefix=".write-check.", dir=folder)
+    except OSError:
+        return False
+    os.rmdir(probe)
+    return True
 
 
 class AtomicFolder:

@@ -108,6 +108,10 @@ def journal_path(url: str) -> Path | None:
 
 def check_storage_url(url: str) -> str:
     journal = journal_path(url)
+    for path in (journal, sqlite_path(url) if url.startswith("sqlite:///") else None):
+        if path is not None and len(path.name.encode()) > 255:
+            raise UsageError(f"--storage: the file name {path.name[:40]}... is longer than the 255 bytes a file "
+                             "system allows; choose a shorter one")
     if journal is not None:
         check_journal_file(journal)
         return url
@@ -190,10 +194,21 @@ def repair_journal_tail(path: Path) -> int:
 
     if not path.is_file() or path.stat().st_size == 0:
         return 0
+    if not os.access(path, os.W_OK):
+        raise UsageError(f"{path}: not writable; fix its permissions or choose another --storage path")
     lock = JournalFileSymlinkLock(str(path))
-    lock.acquire()
     try:
-        with open(path, "rb+") as fh:
+        lock.acquire()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot lock it for writing ({exc.strerror}); fix its folder's permissions or "
+                         "choose another --storage path") from None
+    try:
+        try:
+            fh = open(path, "rb+")
+        except OSError as exc:  # an immutable or otherwise locked-down file
+            raise UsageError(f"{path}: cannot write it ({exc.strerror}); fix its permissions or choose another "
+                             "--storage path") from None
+        with fh:
             size = fh.seek(0, os.SEEK_END)
             fh.seek(max(0, size - 1))
             if fh.read(1) == b"\n":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import platform
 import sys
 import time
@@ -26,6 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search import space as search_space
 from search.answer import best_trial
 from search.cli import command, data_options
+from search.data import offset_seed
 from search.errors import UsageError
 from search.interrupts import deferred_signals
 from search.metrics import DIRECTIONS, METRIC_NAMES, default_metric
@@ -90,7 +92,7 @@ def study_names(storage_url: str, study_name: str | None = None) -> tuple[BaseSt
     """Open an existing storage for reading; -> (storage, the names of the studies in it)."""
     check_storage_readable(storage_url, study_name)
     storage = open_storage(storage_url, heartbeat_interval=None)  # reading only: no trials to keep alive
-    return storage, [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    return storage, [s.study_name for s in storage.get_all_studies()]  # names only: no trial is read
 
 
 def load_existing_study(study_name: str, storage_url: str) -> optuna.Study:
@@ -98,7 +100,22 @@ def load_existing_study(study_name: str, storage_url: str) -> optuna.Study:
     if study_name not in names:
         there = ", ".join(names) if names else "none"
         raise UsageError(f"no study named {study_name!r} in {redact(storage_url)} (studies there: {there})")
-    return optuna.load_study(study_name=study_name, storage=storage)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    check_stored_identity(study_name, study.user_attrs.get("identity"))
+    try:  # every trial read once: a hand-edited row fails here, in one line, not in the middle of a command
+        study.get_trials(deepcopy=False)
+    except (ValueError, TypeError, KeyError, AssertionError) as exc:
+        raise UsageError(f"study {study_name!r} in {redact(storage_url)} is damaged (a trial cannot be read: "
+                         f"{type(exc).__name__} {str(exc)[:80]}); restore it from a copy") from None
+    return study
+
+
+def check_stored_identity(study_name: str, identity) -> None:
+    """A study's ``identity`` attribute (what makes its trials comparable) is an object or absent; anything
+    else is a hand-edited or damaged study, refused before any command reads its fields."""
+    if identity is not None and not isinstance(identity, dict):
+        raise UsageError(f"study {study_name!r}: its user attribute identity is damaged ({json.dumps(identity)[:60]}, "
+                         "not an object); restore the study from a copy or start another --study-name")
 
 
 def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -123,13 +140,14 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     return trial
 
 
-def study_and_output(args: argparse.Namespace) -> tuple[optuna.Study, str]:
-    """A reading command's study (``--study-name``/``--storage``) and its ``-o`` file, both checked before any
-    work (the output may not be the study's own file). -> (study, storage URL)."""
+def study_and_output(args: argparse.Namespace, kind: str) -> tuple[optuna.Study, str]:
+    """A reading command's study (``--study-name``/``--storage``) and its ``-o`` file of ``kind``
+    (search.outputs.OUTPUT_KINDS), both checked before any work (the output may not be the study's own
+    file, nor a file of another kind). -> (study, storage URL)."""
     from search.outputs import check_output_file
 
     url = storage_url_of(args)
-    check_output_file(args.output, storage_url=url)
+    check_output_file(args.output, storage_url=url, kind=kind)
     return load_existing_study(args.study_name, url), url
 
 
@@ -179,6 +197,7 @@ def _open_or_create(args: argparse.Namespace, storage_url: str, data_sizes: dict
     except KeyError:                                                # journal each run)
         exists = False
     stored = storage.get_study_user_attrs(study_id).get("identity") if exists else None
+    check_stored_identity(args.study_name, stored)
     args.metric = default_metric(args.metric, stored, args.train_subset, args.space)
     identity = study_identity(args)
     study = None
@@ -206,7 +225,7 @@ def _open_or_create(args: argparse.Namespace, storage_url: str, data_sizes: dict
                              "comparable: use another --study-name, or the study's own settings") from None
         # Offset the sampler's seed by the trials already there, so a resumed run does not replay the
         # random start-up points of the first run.
-        study.sampler = sampler_for(args, args.seed + len(study.trials))
+        study.sampler = sampler_for(args, offset_seed(args.seed, len(study.trials)))
         return study
     finish_creation(study, args, identity, data_sizes)
     return study

@@ -25,4 +25,11 @@ def curves_of(trial: FrozenTrial) -> dict[str, list[float]]:
     stored = trial.system_attrs.get("curves")
     if not isinstance(stored, dict):
         stored = {}
-    return {k: list(stored.get(k) or []) for k in KEYS}
+    return {k: numbers(stored.get(k)) for k in KEYS}
+
+
+def numbers(values) -> list[float]:
+    """``values`` if it is a list of numbers, else no curve (a hand-edited or damaged attribute)."""
+    if isinstance(values, list) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return list(values)
+    return []

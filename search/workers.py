@@ -19,7 +19,7 @@ import optuna
 import torch
 
 from search.cli import data_options, int_between
-from search.data import load_splits
+from search.data import load_splits, offset_seed
 from search.devices import apply_compile_flag, resolve_device
 from search.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STORAGE, one_line, root_cause
 from search.interrupts import interrupt_once
@@ -68,7 +68,7 @@ def worker_entry(arg_dict: dict, storage_url: str, device_name: str, threads: in
         n_before = len(storage.get_all_trials(storage.get_study_id_from_name(args.study_name), deepcopy=False))
         # Each worker its own sampler seed, so workers do not propose the same random start-up points.
         study = optuna.load_study(study_name=args.study_name, storage=storage,
-                                  sampler=sampler_for(args, args.seed + n_before + 7919 * (index + 1)),
+                                  sampler=sampler_for(args, offset_seed(args.seed, n_before + 7919 * (index + 1))),
                                   pruner=pruner_for(args))
         metric_name = METRIC_NAMES[args.metric]
         log = (lambda line: print(f"{prefix} {line}", flush=True)) if args.verbose else None

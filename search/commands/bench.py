@@ -35,7 +35,7 @@ from model.closed_form import use_compiled_kernels
 from search.cli import add_data_dir_arg, add_device_arg, command, int_between, positive_int, run_main
 from search.data import DataOptions, load_raw
 from search.devices import resolve_device, synchronize
-from search.errors import DataError
+from search.errors import DataError, UsageError
 from search.metrics import evaluate
 from search.seed_net import Net as SeedNet
 from search.training import TrainConfig, fit
@@ -241,9 +241,12 @@ def main(argv=None) -> int:
         dataset = args.dataset
     except DataError:
         raw, dataset = load_raw(DataOptions(dataset="synthetic"), log=quiet), "synthetic"
-    need = args.steps * args.batch_size
-    if need > len(raw[0][1]) - 4 * args.batch_size:
-        args.steps = (len(raw[0][1]) - 4 * args.batch_size) // args.batch_size
+    need, images = args.steps * args.batch_size, len(raw[0][1])
+    if need > images - 4 * args.batch_size:  # 4 batches warm up; the timed steps take the rest
+        args.steps = (images - 4 * args.batch_size) // args.batch_size
+    if args.steps < 1:
+        raise UsageError(f"--batch-size {args.batch_size}: {dataset} has {images} training images, fewer than the 5 "
+                         "batches a measurement needs; choose a smaller --batch-size")
     eval_images = min(args.eval_images, len(raw[1][1]))
     info = {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "dataset": dataset, "batch_size": args.batch_size, "steps": args.steps, "eval_images": eval_images}
@@ -261,6 +264,8 @@ def main(argv=None) -> int:
         runners = {"seed": lambda steps: bench_seed(train_set, test_set, device, args.batch_size, steps, eval_images),
                    **runners}
     if args.probe_memory is not None:
+        if args.probe_memory not in runners:
+            raise UsageError(f"--probe-memory {args.probe_memory!r}: choose one of {', '.join(runners)}")
         rss_tracks_live_memory()
         with PeakMemory(device) as mem:
             runners[args.probe_memory](3)

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from search import space as search_space
 from search.cli import add_data_dir_arg, command, non_negative_int, positive_int, run_main, seed_int
-from search.errors import SearchError, UsageError
+from search.errors import EXIT_STORAGE, EXIT_USAGE, SearchError, StorageError, UsageError
 
 ARMS = ("tool", "tpe", "random")
 PLAIN = {"tpe": ["--sampler", "tpe"], "random": ["--sampler", "random"]}
@@ -53,7 +53,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trials", type=positive_int, default=30, help="the tool arm's --trials (default: 30)")
     parser.add_argument("--train-subset", type=non_negative_int, default=10000,
                         help="search on a seeded sample of N training images; 0: all (default: 10000)")
-    parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1], help="seeds (default: 0 1)")
+    parser.add_argument("--seeds", type=seed_int, nargs="+", default=[0, 1], help="seeds (default: 0 1)")
     parser.add_argument("--space", choices=search_space.SPACES, default="default",
                         help="search space of every arm (default: default)")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="arms to run (default: all)")
@@ -84,7 +84,8 @@ def run_command(name: str, *args: str, log: Path) -> tuple[float, str]:
                  f"{wall:.1f} s]\n\n")
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise SearchError(f"`{command(name)}` failed with exit {proc.returncode}: {last} (full log: {log})")
+        error = {EXIT_USAGE: UsageError, EXIT_STORAGE: StorageError}.get(proc.returncode, SearchError)
+        raise error(f"`{command(name)}` failed with exit {proc.returncode}: {last} (full log: {log})")
     return wall, proc.stdout
 
 
@@ -151,6 +152,12 @@ def common_flags(args, seed: int) -> list[str]:
             *(["--val-size", str(args.val_size)] if args.val_size else []), *args.extra.split()]
 
 
+# The flags of search.run that the benchmark sets for every arm: passed again in --tool-flags or --extra
+# they would move a study out of its folder, rename it, or stop the arm before it searches.
+SET_HERE = ("--study-name", "--storage", "--create-only", "--seed", "--space", "--dataset", "--data-dir",
+            "--train-subset", "--val-size")
+
+
 def check_run_flags(args) -> None:
     """What this benchmark passes to search.run (--tool-flags, --extra, the data flags), checked by run's own
     parser, flag checks and data split before any folder, study or process is made."""
@@ -158,8 +165,12 @@ def check_run_flags(args) -> None:
     from search.commands import run
     from search.data import load_splits
 
-    argv = [*common_flags(args, args.seeds[0]), "--trials", str(args.trials), *args.tool_flags.split()]
     what = f"--tool-flags {args.tool_flags!r} / --extra {args.extra!r}"
+    for flag in (*args.tool_flags.split(), *args.extra.split()):
+        if flag.split("=", 1)[0] in SET_HERE:
+            raise UsageError(f"{what}: {flag.split('=', 1)[0]} is set by the benchmark itself (each arm's study, seed "
+                             "and data); use this command's own flags")
+    argv = [*common_flags(args, args.seeds[0]), "--trials", str(args.trials), *args.tool_flags.split()]
     parsed = parse_or_usage_error(run.get_args_parser(), argv, what)
     parsed.storage = None  # a study in the benchmark's own folder, made later
     run.check_args(parsed)
@@ -260,6 +271,8 @@ def main(argv=None) -> int:
         print(f"note: {args.data_dir}/ does not exist yet; the first search fetches the data", file=sys.stderr)
     if args.retrain_seeds and len(set(args.retrain_seeds)) != len(args.retrain_seeds):
         raise UsageError(f"--retrain-seeds {' '.join(map(str, args.retrain_seeds))}: give each seed once")
+    if len(set(args.seeds)) != len(args.seeds):
+        raise UsageError(f"--seeds {' '.join(map(str, args.seeds))}: give each seed once")
     folder = args.out_dir or Path("runs") / f"bench-search-{time.strftime('%Y%m%d-%H%M%S')}"
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--out-dir {folder} is a file, not a folder; choose a new folder")
@@ -267,7 +280,10 @@ def main(argv=None) -> int:
         raise UsageError(f"{folder}/ already holds files; choose another --out-dir")
     args.data_dir = str(Path(args.data_dir).resolve())
     check_run_flags(args)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out-dir {folder}: cannot create it ({exc.strerror}); choose another folder") from None
     log = folder / "commands.log"
     print(f"search benchmark: space {args.space}, tool arm --trials {args.trials} {args.tool_flags}, train subset "
           f"{args.train_subset or 'all'}, seeds {' '.join(map(str, args.seeds))}"

@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     if not 2 <= len(args.trials) <= MAX_TRIALS:
         raise UsageError(f"compare: give at least two trials and at most {MAX_TRIALS}, got {len(args.trials)}")
-    check_output_file(args.output, storage_url=args.storage or default_storage(args.study_name))
+    check_output_file(args.output, storage_url=args.storage or default_storage(args.study_name), kind="html")
     cache: dict = {}
     records = [resolve(ref, args, cache) for ref in args.trials]
     labels = [label(r, ref) for r, ref in zip(records, args.trials)]

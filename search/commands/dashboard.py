@@ -21,7 +21,7 @@ from wsgiref.simple_server import WSGIServer, make_server
 from search.cli import command, int_between, run_main
 from search.errors import EXIT_INTERRUPTED, UsageError
 from search.interrupts import SIGNALS, sigterm_as_interrupt
-from search.storage import check_storage_url, check_study_name, default_storage, redact
+from search.storage import check_storage_url, check_study_name, default_storage, open_storage, redact
 from search.studies import DEFAULT_STUDY_NAME, load_existing_study, study_names
 
 
@@ -59,6 +59,8 @@ def check_can_listen(host: str, port: int) -> None:
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --host or --port") \
             from None
+    except UnicodeError:  # a name the resolver cannot even encode (an empty or over-long label)
+        raise UsageError(f"--host {host[:60]!r} is not a host name or address; give e.g. 127.0.0.1") from None
 
 
 def serve(app, host: str, port: int, banner: str) -> int:
@@ -103,7 +105,8 @@ def main(argv=None) -> int:
         names = study_names(url)[1]
         what, page = f"{len(names)} stud{'y' if len(names) == 1 else 'ies'}", "/dashboard"
     check_can_listen(args.host, args.port)  # a bad host or a busy port: one line, before the app is built
-    return serve(wsgi(url), args.host, args.port,
+    # The storage opened here, not its URL: optuna-dashboard cannot guess a storage from journal:PATH.
+    return serve(wsgi(open_storage(url, heartbeat_interval=None)), args.host, args.port,
                  banner=f"optuna-dashboard for {redact(url)} ({what}): http://{args.host}:{args.port}{page}")
 
 

@@ -20,6 +20,7 @@ from search.cli import add_data_dir_arg, add_device_arg, command, run_main
 from search.data import EVAL_ON, DataOptions, load_splits, trained_on_val
 from search.devices import resolve_device
 from search.errors import UsageError
+from search.idx import IMAGE_SIZE, NUM_CLASSES
 
 
 def open_model(folder: Path, device):
@@ -30,9 +31,26 @@ def open_model(folder: Path, device):
                          "retrain or train -o); .pt/.pth pickles are never loaded")
     try:
         config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+        check_fits_data(folder, config.get("model") if isinstance(config, dict) else None)
         return load_model(folder, device=device), config
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as exc:
         raise UsageError(f"{folder}: cannot load the model ({str(exc).splitlines()[0]})") from None
+
+
+# What every data set here gives a network: one-channel 28x28 images of 10 classes (search.idx).
+DATA_SHAPE = {"in_channels": 1, "image_size": IMAGE_SIZE, "num_classes": NUM_CLASSES}
+
+
+def check_fits_data(folder: Path, model_config) -> None:
+    """A model built for other images or classes (a consistent but foreign config.json) is refused by name
+    before any tensor meets it."""
+    if not isinstance(model_config, dict):
+        return  # load_model says what is wrong with it
+    for key, fits in DATA_SHAPE.items():
+        value = model_config.get(key, fits)
+        if value != fits:
+            raise UsageError(f"{folder}/{CONFIG}: model.{key} {value!r} does not fit the data sets here "
+                             f"(1-channel {IMAGE_SIZE}x{IMAGE_SIZE} images of {NUM_CLASSES} classes need {fits})")
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -29,7 +29,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    study, url = study_and_output(args)
+    study, url = study_and_output(args, "export")
     if "identity" not in study.user_attrs:
         raise UsageError(f"study {args.study_name!r} was not made by search.run (no identity attribute)")
     trial = pick_trial(study, args.trial)

@@ -199,7 +199,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    study, _ = study_and_output(args)
+    study, _ = study_and_output(args, "html")
     if not completed_trials(study):
         raise UsageError(f"study {args.study_name!r} has no completed trial yet; nothing to report")
     states = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState}

@@ -325,3 +325,213 @@ def test_the_report_names_how_to_widen_a_range(tmp_path):
     lr = next(w for w in warnings if w.startswith("lr"))
     assert "below 1" not in epochs and "fewest" in epochs
     assert "search/space.py" in lr
+
+
+# ------------------------------------------------------------------ found by the hostile pass of issue 35
+
+
+def exported_file(tmp_path):
+    db = two_studies_path(tmp_path)
+    out = tmp_path / "best.json"
+    assert run_main(export.main, ["--study-name", "A", "--storage", f"sqlite:///{db}", "-o", str(out)]) == 0
+    return db, out
+
+
+def test_an_output_replaces_only_a_file_of_its_own_kind(tmp_path, capsys):
+    """compare -o onto its own input, report -o onto a model's config.json: refused, the file untouched; a
+    report written again over the last report is fine."""
+    db, best = exported_file(tmp_path)
+    before = best.read_bytes()
+    assert run_main(compare.main, [str(best), str(best), "-o", str(best)]) == 2
+    assert "not an HTML page" in capsys.readouterr().err and best.read_bytes() == before
+    config = tmp_path / "config.json"
+    config.write_text('{"model": {}}')
+    study = ["--study-name", "A", "--storage", f"sqlite:///{db}"]
+    assert run_main(report.main, [*study, "-o", str(config)]) == 2
+    assert config.read_text() == '{"model": {}}'
+    page = tmp_path / "r.html"
+    assert run_main(report.main, [*study, "-o", str(page)]) == 0
+    assert run_main(report.main, [*study, "-o", str(page)]) == 0
+    assert run_main(export.main, [*study, "-o", str(page)]) == 2
+    assert "not a file written by export" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "retrain"])
+def test_overwrite_replaces_only_a_saved_model_folder(tmp_path, capsys, command):
+    """--overwrite swaps in a new model folder for an old one; a folder holding anything else (a study, the
+    input file) is refused whole, nothing deleted."""
+    from search.commands import retrain
+
+    db, best = exported_file(tmp_path)
+    folder = tmp_path / "w"
+    folder.mkdir()
+    (folder / "A.db").write_bytes(db.read_bytes())
+    argv = {"train": (train.main, ["--dataset", "synthetic", "--train-subset", "100", "--val-size", "100",
+                                   "--epochs", "1", "--hidden-size", "8", "--no-compile"]),
+            "retrain": (retrain.main, [str(best), "--epochs", "1", "--no-compile"])}[command]
+    assert run_main(argv[0], [*argv[1], "-o", str(folder), "--overwrite"]) == 2
+    assert "not a saved model folder" in capsys.readouterr().err and (folder / "A.db").exists()
+    model = tmp_path / "m"
+    assert run_main(argv[0], [*argv[1], "-o", str(model)]) == 0
+    assert run_main(argv[0], [*argv[1], "-o", str(model), "--overwrite"]) == 0
+
+
+def test_the_largest_seed_runs_and_resumes(tmp_path):
+    argv = ["--study-name", "t", "--storage", f"sqlite:///{tmp_path / 't.db'}", *FAST, "--seed", "4294967295"]
+    assert run_main(run.main, [*argv, "--trials", "1"]) == 0
+    assert run_main(run.main, [*argv, "--trials", "3"]) == 0
+
+
+@pytest.mark.parametrize("key, value", [("in_channels", 3), ("num_classes", 2), ("image_size", 14)])
+def test_evaluate_refuses_a_model_that_does_not_fit_the_data(tmp_path, capsys, key, value):
+    """A consistent model (weights and config agree) built for other images or classes: one line naming
+    the field, not a shape error from deep inside torch."""
+    from model import NetConfig, SECCANet
+    from model.io import save_model
+
+    out = tmp_path / "m"
+    out.mkdir()
+    config = NetConfig(hidden_size=8, cca_channels=16, **{key: value})
+    save_model(SECCANet(config), out, extra={"data": {"dataset": "synthetic", "val_size": 100}})
+    assert run_main(evaluate.main, [str(out)]) == 2
+    assert f"model.{key} {value} does not fit" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--probe-memory", "bogus"], "--probe-memory"),
+    (["--batch-size", "4096", "--steps", "3"], "--batch-size 4096"),
+])
+def test_bench_refuses_bad_settings_before_measuring(capsys, argv, named):
+    from search.commands import bench
+
+    assert run_main(bench.main, ["--dataset", "synthetic", "--skip-seed", *argv]) == 2
+    assert named in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--seeds", "5000000000"], "--seeds"),
+    (["--seeds", "0", "0"], "--seeds 0 0"),
+    (["--tool-flags", "--storage sqlite:///elsewhere.db"], "--storage"),
+    (["--tool-flags", "--study-name x"], "--study-name"),
+    (["--extra=--create-only"], "--create-only"),
+    (["--out-dir", "/proc/hostile-bench"], "/proc/hostile-bench"),
+])
+def test_bench_search_refuses_flags_that_would_break_it(tmp_path, capsys, argv, named):
+    from search.commands import bench_search
+
+    args = ["--dataset", "synthetic", "--train-subset", "200", "--val-size", "200", "--trials", "2", "--arms", "tool"]
+    if "--out-dir" not in argv:
+        args += ["--out-dir", str(tmp_path / "bs")]
+    try:
+        code = run_main(bench_search.main, [*args, *argv])
+    except SystemExit as exc:  # argparse's own refusal (in a process: its usage line and exit 2)
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err
+    assert not (tmp_path / "bs").exists() and not (tmp_path / "elsewhere.db").exists()
+
+
+@pytest.mark.parametrize("host", ["a..b", "a" * 300])
+def test_the_dashboard_refuses_a_host_that_is_no_name(tmp_path, capsys, host):
+    from search.commands import dashboard
+
+    db, _ = exported_file(tmp_path)
+    assert run_main(dashboard.main, ["--study-name", "A", "--storage", f"sqlite:///{db}", "--host", host]) == 2
+    assert "--host" in capsys.readouterr().err
+
+
+def test_the_dashboard_opens_a_journal_study_even_with_a_cut_tail(tmp_path, monkeypatch):
+    """optuna-dashboard cannot guess a storage from our journal:PATH URL: the command hands it the storage
+    it opened itself, and a cut last record (a killed writer) is no reason to refuse reading the rest."""
+    from wsgiref.simple_server import WSGIServer
+
+    from search.commands import dashboard
+
+    log = tmp_path / "j.log"
+    assert run_main(run.main, ["--study-name", "j", "--storage", f"journal:{log}", *FAST, "--trials", "1"]) == 0
+    with open(log, "ab") as fh:
+        fh.write(b'{"op_code": 4, "wo')
+    monkeypatch.setattr(WSGIServer, "serve_forever", lambda self, poll_interval=0.5: None)
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    assert run_main(dashboard.main, ["--study-name", "j", "--storage", f"journal:{log}", "--port", port]) == 130
+    assert run_main(dashboard.main, ["--storage", f"journal:{log}", "--port", port]) == 130
+
+
+def test_paths_the_system_refuses_are_one_line(tmp_path, capsys):
+    assert run_main(train.main, ["--dataset", "synthetic", "--train-subset", "100", "--val-size", "100",
+                                 "--epochs", "1", "--hidden-size", "8", "--no-compile",
+                                 "-o", "/proc/hostile/m"]) == 2
+    assert run_main(run.main, ["--study-name", "t", "--storage", f"sqlite:///{tmp_path / ('x' * 300)}.db",
+                               *FAST, "--trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("error:") == 2
+
+
+@pytest.mark.parametrize("value", ["[1, 2]", '"text"'])
+@pytest.mark.parametrize("command", ["run", "export", "report"])
+def test_a_tampered_study_attribute_is_one_line(tmp_path, capsys, value, command):
+    import sqlite3
+
+    db = two_studies_path(tmp_path)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE study_user_attributes SET value_json=? WHERE key='identity'", (value,))
+    con.commit()
+    con.close()
+    study = ["--study-name", "A", "--storage", f"sqlite:///{db}"]
+    main, extra = {"run": (run.main, [*FAST, "--trials", "2"]),
+                   "export": (export.main, ["-o", str(tmp_path / "b.json")]),
+                   "report": (report.main, ["-o", str(tmp_path / "r.html")])}[command]
+    capsys.readouterr()
+    assert run_main(main, [*study, *extra]) == 2
+    assert "identity" in capsys.readouterr().err
+
+
+def test_a_journal_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    """An immutable journal (chattr +i: even root cannot write it) is refused in one line, the file intact."""
+    import subprocess
+
+    log = tmp_path / "j.log"
+    argv = ["--study-name", "j", "--storage", f"journal:{log}", *FAST]
+    assert run_main(run.main, [*argv, "--trials", "1"]) == 0
+    with open(log, "ab") as fh:
+        fh.write(b'{"op_code": 4, "wo')  # a cut tail, which the next run would drop
+    before = log.read_bytes()
+    subprocess.run(["chattr", "+i", str(log)], check=True)
+    try:
+        capsys.readouterr()
+        assert run_main(run.main, [*argv, "--trials", "2"]) == 2
+        assert "not writable" in capsys.readouterr().err and log.read_bytes() == before
+    finally:
+        subprocess.run(["chattr", "-i", str(log)], check=True)
+
+
+@pytest.mark.parametrize("sql", ["UPDATE trial_params SET distribution_json='garbage' WHERE param_name='lr'",
+                                 "UPDATE trial_values SET value=NULL"])
+def test_a_study_damaged_inside_is_one_line(tmp_path, capsys, sql):
+    import sqlite3
+
+    db = two_studies_path(tmp_path)
+    con = sqlite3.connect(db)
+    con.execute(sql)
+    con.commit()
+    con.close()
+    capsys.readouterr()
+    assert run_main(export.main, ["--study-name", "A", "--storage", f"sqlite:///{db}",
+                                  "-o", str(tmp_path / "b.json")]) == 2
+    assert "damaged" in capsys.readouterr().err and not (tmp_path / "b.json").exists()
+
+
+def test_curves_that_are_not_lists_of_numbers_are_no_curves():
+    from optuna.trial import create_trial
+
+    from search.trial_curves import curves_of
+
+    trial = create_trial(value=1.0, system_attrs={"curves": {"eval_loss": "abc", "train_loss": [0.5, "x"],
+                                                             "eval_accuracy": [0.9, 0.95]}})
+    curves = curves_of(trial)
+    assert curves["eval_loss"] == [] and curves["train_loss"] == [] and curves["eval_accuracy"] == [0.9, 0.95]

@@ -82,3 +82,15 @@ def test_a_signal_during_shutdown_keeps_the_commands_exit_code(sig, code):
     """)
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == code and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_folder_named_model_in_the_working_folder_does_not_hide_the_package(tmp_path):
+    """`retrain -o model` then `evaluate model`: run from that folder, the commands still import this
+    project's `model` package (an editable install finds it through a finder that Python asks only after
+    the working folder, where a plain folder named model/ would count as a namespace package)."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    result = subprocess.run([sys.executable, "-m", "search", "evaluate", "model"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "is not a saved model folder" in result.stderr

@@ -504,12 +504,13 @@ def test_train_refuses_a_model_folder_unless_overwrite(tmp_path, capsys):
 
     out = tmp_path / "model"
     out.mkdir()
-    (out / "metrics.json").write_text("{}")  # another model's files
+    for name in ("config.json", "model.safetensors", "metrics.json"):  # another model's files
+        (out / name).write_text("{}")
     argv = ["--dataset", "synthetic", "--train-subset", "100", "--val-size", "100", "--epochs", "1",
             "--hidden-size", "8", "--no-compile", "-o", str(out)]
     assert run_main(train.main, argv) == 2
     assert "already holds files" in capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "metrics.json", "model.safetensors"]
     assert run_main(train.main, [*argv, "--overwrite"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]  # replaced whole
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left
