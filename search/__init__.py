@@ -4,18 +4,30 @@ import warnings
 
 # Optuna marks the heartbeat, its retry callback, QMC/GP samplers and metric names as experimental.
 # This package pins optuna>=5,<6 and its tests exercise each of these paths, so the warnings are noise
-# in every command's output. (Matched by message: importing optuna here would slow every entry point's
-# first moment, before search.interrupts.process is in place.) Optuna's ExperimentalWarning is a UserWarning.
-warnings.filterwarnings("ignore", message=r".*(experimental|Experimental).*", module=r"optuna(\..*)?$")
-warnings.filterwarnings("ignore", category=UserWarning, message=r".*is experimental.*")
+# in every command's output. Matched by Optuna's own wording ("X is experimental (supported from vN)",
+# "Argument X is an experimental feature"),
+# not by its ExperimentalWarning class: importing optuna here would slow every command's first moment,
+# before search.interrupts.process is in place.
+warnings.filterwarnings("ignore", message=r".*(is experimental \(supported from v|is an experimental feature)")
 
-# Run from a folder that holds a folder named model/ (say, `retrain -o model`), Python would take that
-# folder for a namespace package named ``model`` before an editable install's finder is asked for this
-# project's: then nothing imports. A regular package anywhere on sys.path wins over a namespace folder, so
-# the project's root goes on the path (at the end: it shadows nothing) when it holds this ``model``.
+# ``model`` is this project's network package. Run from a folder that holds a model.py, a model/ package or
+# a plain model/ folder (say, `retrain -o model`), Python would import that instead (the working folder
+# comes first on sys.path; an editable install's finder comes after it). This finder, asked first, maps
+# the name ``model`` to the package beside this one; it imports nothing until ``model`` is imported.
+import importlib.abc as _abc  # noqa: E402
+import importlib.util as _util  # noqa: E402
 import sys as _sys  # noqa: E402
 from pathlib import Path as _Path  # noqa: E402
 
-_root = _Path(__file__).resolve().parent.parent
-if (_root / "model" / "__init__.py").is_file() and str(_root) not in _sys.path:
-    _sys.path.append(str(_root))
+_MODEL = _Path(__file__).resolve().parent.parent / "model"
+
+
+class _ProjectModel(_abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "model":
+            return None
+        return _util.spec_from_file_location("model", _MODEL / "__init__.py", submodule_search_locations=[str(_MODEL)])
+
+
+if (_MODEL / "__init__.py").is_file() and not any(isinstance(f, _ProjectModel) for f in _sys.meta_path):
+    _sys.meta_path.insert(0, _ProjectModel())

@@ -84,7 +84,10 @@ def parse_or_usage_error(parser: argparse.ArgumentParser, argv: Sequence[str], w
     def error(message: str):
         raise UsageError(f"{what}: {message}")
 
-    parser.error = error
+    def no_help(*args, **kwargs):  # -h or an abbreviation of --help: a help page instead of the work
+        error(f"-h/--help prints {parser.prog}'s help instead of running it; leave it out")
+
+    parser.error, parser.print_help = error, no_help
     return parser.parse_args(argv)
 
 

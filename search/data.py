@@ -118,6 +118,8 @@ class DataOptions:
         for key in ("val_size", "train_subset"):
             if identity.get(key) is not None and identity[key] < 0:
                 raise UsageError(f"{where}.{key} must be a positive integer or null, got {identity[key]}")
+        if identity.get("val_size") == 0 and identity.get("eval_on", "val") == "val":  # only a test-set run has 0
+            raise UsageError(f"{where}.val_size is 0, but eval_on is val: the held-out split needs images")
         return cls(dataset=identity.get("dataset", "mnist"), data_dir=data_dir,
                    val_size=identity.get("val_size") or None, train_subset=identity.get("train_subset"),
                    eval_on=identity.get("eval_on", "val"), seed=identity.get("seed", 0), origin=where)

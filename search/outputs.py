@@ -19,7 +19,8 @@ MAX_NAME_BYTES = 255 - 24  # the atomic write's temp name adds a dot, a random p
 # report or comparison it wrote last time, an exported trial), never an input, a model's config.json or
 # anything else that happens to sit under that name. -> (how the file starts, what to call it).
 OUTPUT_KINDS = {
-    "html": (b"<!DOCTYPE html>", "an HTML page written by report or compare"),
+    "html": (b'<!DOCTYPE html>\n<html lang="en"><head><meta name="generator" content="se-cca-search">',
+             "an HTML page written by report or compare"),
     "export": (b'{\n  "format": "se-cca-search/trial@', "a file written by export"),
 }
 
@@ -46,6 +47,8 @@ def check_output_file(path: Path, *, storage_url: str | None = None, kind: str |
     if path.is_file() and is_study_file(path):
         raise UsageError(f"{path} is an Optuna study (or another SQLite database); writing there would destroy it: "
                          "choose another output name")
+    if kind is not None and path.is_file() and is_model_folder(path.parent):
+        raise UsageError(f"{path} is part of a saved model folder ({path.parent}/); choose an output outside it")
     if kind is not None and path.is_file() and path.stat().st_size > 0:
         start, what = OUTPUT_KINDS[kind]
         with open(path, "rb") as fh:
@@ -74,11 +77,30 @@ def is_study_file(path: Path) -> bool:
 MODEL_FILES = {"config.json", "model.safetensors", "metrics.json", "curves.html"}
 
 
+def is_model_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a saved model, by what its files hold: config.json a JSON object with a
+    ``model``, model.safetensors a safetensors file (8 bytes of header length, then its JSON header)."""
+    import json
+
+    config, weights = folder / "config.json", folder / "model.safetensors"
+    if not config.is_file() or not weights.is_file() or config.stat().st_size > 1 << 20:
+        return False
+    try:
+        ok = isinstance(json.loads(config.read_text(encoding="utf-8")).get("model"), dict)
+        with open(weights, "rb") as fh:
+            head = fh.read(9)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return ok and len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < (100 << 20)
+
+
 def check_output_folder(path: Path, *, overwrite: bool) -> None:
     path = Path(path)
     if len(path.name.encode()) > MAX_NAME_BYTES:
         raise UsageError(f"{path.name[:40]}...: the folder name is longer than {MAX_NAME_BYTES} bytes (its temp name "
                          "must fit in the file system's 255); choose a shorter one")
+    if path.is_symlink():  # the swap would replace the link, not the folder it points to
+        raise UsageError(f"-o {path} is a symbolic link; give the real folder's path or a new name")
     if path.exists() and not path.is_dir():
         raise UsageError(f"{path} exists and is not a folder; choose another -o folder")
     if path.is_dir() and (path.resolve() == Path.cwd().resolve() or path.resolve() in Path.cwd().resolve().parents):
@@ -89,7 +111,7 @@ def check_output_folder(path: Path, *, overwrite: bool) -> None:
     if path.is_dir() and overwrite:
         names = {p.name for p in path.iterdir()}
         others = sorted(names - MODEL_FILES)
-        if others or (names and not {"config.json", "model.safetensors"} <= names):
+        if others or (names and not is_model_folder(path)):
             shown = ", ".join(others[:3]) or "no model.safetensors and config.json"
             raise UsageError(f"{path}/ is not a saved model folder ({shown}); --overwrite replaces only a model "
                              "folder written by train or retrain: choose another -o folder")

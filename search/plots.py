@@ -87,7 +87,8 @@ def write_html(path: Path, title: str, sections: list[tuple[str, object]]) -> No
         else:
             parts.append(str(body))
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<html lang="en"><head><meta name="generator" content="se-cca-search"><meta charset="utf-8">
+<title>{html.escape(title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 figure {{ margin: 0; }}

@@ -30,6 +30,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._rdb import models
 from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import TrialState
 
 from search.errors import StorageError, UsageError, one_line, root_cause
@@ -82,6 +83,10 @@ def sqlite_path(url: str) -> Path | None:
                 raise UsageError(f"--storage {redact(url)!r}: SQLite opens only local files (file://localhost/...)")
             database = "/" + rest
         database = urllib.parse.unquote(database)
+        for key in ("mode=memory", "vfs="):  # an in-memory study vanishes at exit; a VFS changes what the file is
+            if key in url:
+                raise UsageError(f"--storage {redact(url)!r}: {key.rstrip('=')} is not a study file; give "
+                                 "sqlite:///PATH.db")
     return Path(database)
 
 
@@ -112,6 +117,8 @@ def check_storage_url(url: str) -> str:
         if path is not None and len(path.name.encode()) > 255:
             raise UsageError(f"--storage: the file name {path.name[:40]}... is longer than the 255 bytes a file "
                              "system allows; choose a shorter one")
+        if path is not None and (file := next((p for p in path.parents if p.is_file()), None)) is not None:
+            raise UsageError(f"--storage {redact(url)!r}: {file} is a file, not a folder; choose another path")
     if journal is not None:
         check_journal_file(journal)
         return url
@@ -142,8 +149,13 @@ def check_driver(url: str) -> None:
                 "mysql": "mysql+pymysql://... with pip install pymysql"}[scheme]
         raise UsageError(f"--storage {redact(url)!r}: its database driver is not installed ({exc}); use {hint}") \
             from None
-    except Exception:
-        pass  # a malformed URL or an unknown driver name: Optuna's own error says more
+    except Exception as exc:
+        from sqlalchemy.exc import NoSuchModuleError
+
+        if isinstance(exc, NoSuchModuleError):  # postgresql+nosuchdriver://
+            raise UsageError(f"--storage {redact(url)!r}: SQLAlchemy has no such driver ({exc}); use "
+                             "postgresql+psycopg2://... or mysql+pymysql://...") from None
+        # anything else (a malformed URL): Optuna's own error says more
 
 
 def check_regular_file(path: Path) -> None:
@@ -153,6 +165,7 @@ def check_regular_file(path: Path) -> None:
 
 
 RECORD_START = b'{"op_code":'  # how every record of an Optuna journal file begins
+JOURNAL_OPERATIONS = {op.value for op in JournalOperation}  # what a record's op_code may be
 
 
 def check_journal_file(path: Path) -> None:
@@ -177,8 +190,8 @@ def check_journal_file(path: Path) -> None:
                 break
             try:
                 record = json.loads(line)
-                ok = isinstance(record, dict) and "op_code" in record
-            except (ValueError, UnicodeDecodeError):
+                ok = isinstance(record, dict) and record.get("op_code") in JOURNAL_OPERATIONS
+            except (ValueError, UnicodeDecodeError, TypeError):
                 ok = False
             if not ok and number == 1:
                 raise UsageError(f"{path}: not an Optuna journal file; choose another --storage path")
@@ -294,9 +307,17 @@ def is_optuna_schema(tables: dict[str, set[str]]) -> bool:
     return all(ours.get(name) == columns for name, columns in tables.items())
 
 
+JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")  # how a SQLite rollback journal begins
+
+
 def has_hot_journal(path: Path) -> bool:
+    """Whether a rollback journal beside ``path`` holds a transaction to roll back. A file of another kind
+    under that name is not recovered (SQLite would delete it): the read-only check then fails as damage."""
     journal = path.with_name(path.name + "-journal")
-    return journal.is_file() and journal.stat().st_size > 0
+    if not journal.is_file() or journal.stat().st_size == 0:
+        return False
+    with open(journal, "rb") as fh:
+        return fh.read(len(JOURNAL_MAGIC)) == JOURNAL_MAGIC
 
 
 def recover_hot_journal(path: Path, timeout: float) -> None:
@@ -455,4 +476,4 @@ def redact(text: str) -> str:
     stored: the one after ``user:`` up to the host's ``@`` (a password may hold ``@`` itself), and a
     ``password=`` query parameter."""
     text = re.sub(r"(://[^:/@\s]*):[^/\s]*@", r"\1:***@", text)
-    return re.sub(r"([?&;]password=)[^&;\s]*", r"\1***", text, flags=re.IGNORECASE)
+    return re.sub(r"([?&;]password=)[^&;\s'\"]*", r"\1***", text, flags=re.IGNORECASE)

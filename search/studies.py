@@ -19,6 +19,7 @@ import json
 import platform
 import sys
 import time
+from contextlib import contextmanager
 
 import optuna
 from optuna.storages import BaseStorage
@@ -27,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search import space as search_space
 from search.answer import best_trial
 from search.cli import command, data_options
-from search.data import offset_seed
+from search.data import DataOptions, offset_seed
 from search.errors import UsageError
 from search.interrupts import deferred_signals
 from search.metrics import DIRECTIONS, METRIC_NAMES, default_metric
@@ -88,11 +89,26 @@ def check_storage_readable(storage_url: str, study_name: str | None = None) -> N
                          f"run `{run} --storage URL` first")
 
 
+# What reading a hand-edited or damaged row raises inside Optuna (JSON that does not parse, an unknown
+# state, a NULL value): the study is damaged, said in one line.
+DAMAGE = (ValueError, TypeError, KeyError, LookupError, AssertionError)
+
+
+@contextmanager
+def damage_is_one_line(storage_url: str, what: str):
+    try:
+        yield
+    except DAMAGE as exc:
+        raise UsageError(f"{what} in {redact(storage_url)} is damaged ({type(exc).__name__}: {str(exc)[:80]}); "
+                         "restore it from a copy") from None
+
+
 def study_names(storage_url: str, study_name: str | None = None) -> tuple[BaseStorage, list[str]]:
     """Open an existing storage for reading; -> (storage, the names of the studies in it)."""
     check_storage_readable(storage_url, study_name)
     storage = open_storage(storage_url, heartbeat_interval=None)  # reading only: no trials to keep alive
-    return storage, [s.study_name for s in storage.get_all_studies()]  # names only: no trial is read
+    with damage_is_one_line(storage_url, "the storage"):
+        return storage, [s.study_name for s in storage.get_all_studies()]  # names only: no trial is read
 
 
 def load_existing_study(study_name: str, storage_url: str) -> optuna.Study:
@@ -100,22 +116,30 @@ def load_existing_study(study_name: str, storage_url: str) -> optuna.Study:
     if study_name not in names:
         there = ", ".join(names) if names else "none"
         raise UsageError(f"no study named {study_name!r} in {redact(storage_url)} (studies there: {there})")
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    check_stored_identity(study_name, study.user_attrs.get("identity"))
-    try:  # every trial read once: a hand-edited row fails here, in one line, not in the middle of a command
+    # Everything read once: a hand-edited row fails here, in one line, not in the middle of a command.
+    with damage_is_one_line(storage_url, f"study {study_name!r}"):
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        check_stored_identity(study_name, study.user_attrs.get("identity"))
+        storage.get_study_system_attrs(storage.get_study_id_from_name(study_name))
         study.get_trials(deepcopy=False)
-    except (ValueError, TypeError, KeyError, AssertionError) as exc:
-        raise UsageError(f"study {study_name!r} in {redact(storage_url)} is damaged (a trial cannot be read: "
-                         f"{type(exc).__name__} {str(exc)[:80]}); restore it from a copy") from None
     return study
 
 
 def check_stored_identity(study_name: str, identity) -> None:
-    """A study's ``identity`` attribute (what makes its trials comparable) is an object or absent; anything
-    else is a hand-edited or damaged study, refused before any command reads its fields."""
-    if identity is not None and not isinstance(identity, dict):
-        raise UsageError(f"study {study_name!r}: its user attribute identity is damaged ({json.dumps(identity)[:60]}, "
-                         "not an object); restore the study from a copy or start another --study-name")
+    """A study's ``identity`` attribute (what makes its trials comparable) is an object of the fields this
+    tool writes, or absent; anything else is a hand-edited or damaged study, refused before any command
+    reads its fields."""
+    if identity is None:
+        return
+    where = f"study {study_name!r}: its user attribute identity"
+    if not isinstance(identity, dict):
+        raise UsageError(f"{where} is damaged ({json.dumps(identity)[:60]}, not an object); restore the study "
+                         "from a copy or start another --study-name")
+    if identity.get("space", "default") not in search_space.SPACES or \
+            identity.get("metric", "loss") not in METRIC_NAMES:
+        raise UsageError(f"{where} is damaged (space {identity.get('space')!r}, metric {identity.get('metric')!r}); "
+                         "restore the study from a copy or start another --study-name")
+    DataOptions.from_identity(identity, where=f"{where} (damaged)")
 
 
 def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -163,8 +187,12 @@ def open_for_search(args: argparse.Namespace, storage_url: str, data_sizes: dict
         print(f"{journal}: dropped an unfinished last record ({dropped} bytes) left by an interrupted write "
               "(a full disk or a kill); every complete record is kept", file=sys.stderr)
     # Creating a study is one unit: a Ctrl-C or SIGTERM meanwhile takes effect right after it.
-    with storage_errors(storage_url), deferred_signals():
+    # Inside storage_errors: what a damaged row raises (AssertionError among them) is damage here, where no
+    # trial is told its result, not a storage failure.
+    with storage_errors(storage_url), damage_is_one_line(storage_url, f"study {args.study_name!r}"), \
+            deferred_signals():
         study = _open_or_create(args, storage_url, data_sizes)
+        study._storage.get_study_system_attrs(study._study_id)  # the dashboard's notes: read once, as a check
         return study, recover(study), retry_interrupted(study)
 
 

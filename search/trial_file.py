@@ -190,6 +190,8 @@ def validate(data: dict, path: Path) -> tuple[NetConfig, TrainConfig, DataOption
         raise UsageError(f"{path}: data.dataset {d['dataset']!r} is unknown; choose from {', '.join(DATASETS)}")
     if d["eval_on"] not in EVAL_ON:
         raise UsageError(f"{path}: data.eval_on {d['eval_on']!r} is unknown; choose from {', '.join(EVAL_ON)}")
+    if data.get("metric", "loss") not in METRIC_NAMES:
+        raise UsageError(f"{path}: metric {data.get('metric')!r} is unknown; choose from {', '.join(METRIC_NAMES)}")
     net, train = check_params(data["params"], data["space"], where=f"{path}: params", metric=data.get("metric"))
     for key, resolved in (("model", net.to_dict()), ("train", train.to_dict())):
         # model and train are optional and may be partial (a file written by hand): the keys it holds must agree.

@@ -154,8 +154,8 @@ def common_flags(args, seed: int) -> list[str]:
 
 # The flags of search.run that the benchmark sets for every arm: passed again in --tool-flags or --extra
 # they would move a study out of its folder, rename it, or stop the arm before it searches.
-SET_HERE = ("--study-name", "--storage", "--create-only", "--seed", "--space", "--dataset", "--data-dir",
-            "--train-subset", "--val-size")
+SET_HERE = ("study_name", "storage", "create_only", "seed", "space", "dataset", "data_dir", "train_subset",
+            "val_size")
 
 
 def check_run_flags(args) -> None:
@@ -166,10 +166,15 @@ def check_run_flags(args) -> None:
     from search.data import load_splits
 
     what = f"--tool-flags {args.tool_flags!r} / --extra {args.extra!r}"
-    for flag in (*args.tool_flags.split(), *args.extra.split()):
-        if flag.split("=", 1)[0] in SET_HERE:
-            raise UsageError(f"{what}: {flag.split('=', 1)[0]} is set by the benchmark itself (each arm's study, seed "
-                             "and data); use this command's own flags")
+    passed = [*args.tool_flags.split(), *args.extra.split()]
+    # Read as search.run reads them (abbreviations included): which of the benchmark's own settings they touch.
+    given = parse_or_usage_error(run.get_args_parser(), passed, what)
+    defaults = run.get_args_parser().parse_args([])
+    for dest in SET_HERE:
+        if getattr(given, dest) != getattr(defaults, dest):
+            flag = "--" + dest.replace("_", "-")
+            raise UsageError(f"{what}: {flag} is set by the benchmark itself (each arm's study, seed and data); use "
+                             "this command's own flags")
     argv = [*common_flags(args, args.seeds[0]), "--trials", str(args.trials), *args.tool_flags.split()]
     parsed = parse_or_usage_error(run.get_args_parser(), argv, what)
     parsed.storage = None  # a study in the benchmark's own folder, made later

@@ -31,8 +31,8 @@ from search.cli import (
     add_data_dir_arg,
     add_device_arg,
     command,
+    int_between,
     positive_float,
-    positive_int,
     run_main,
     seed_int,
 )
@@ -52,7 +52,7 @@ from search.trial_file import load_trial_file
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=command("retrain"), description=__doc__.splitlines()[0])
     parser.add_argument("trial_file", type=Path, help="a file written by `se-cca-search export`")
-    parser.add_argument("--epochs", type=positive_int, default=None,
+    parser.add_argument("--epochs", type=int_between(1, 1000, "epochs from 1 to 1000"), default=None,
                         help="epochs (default: what --epochs-rule gives)")
     parser.add_argument("--epochs-rule", choices=EPOCH_RULES, default=None,
                         help="same-epochs: the trial's; best-epoch: the epoch of its best held-out score "

@@ -414,6 +414,9 @@ def test_bench_refuses_bad_settings_before_measuring(capsys, argv, named):
     (["--tool-flags", "--storage sqlite:///elsewhere.db"], "--storage"),
     (["--tool-flags", "--study-name x"], "--study-name"),
     (["--extra=--create-only"], "--create-only"),
+    (["--tool-flags", "--stor sqlite:///elsewhere.db"], "--storage"),  # argparse takes an abbreviation
+    (["--extra=--create-o"], "--create-only"),
+    (["--tool-flags=--he"], "--help"),
     (["--out-dir", "/proc/hostile-bench"], "/proc/hostile-bench"),
 ])
 def test_bench_search_refuses_flags_that_would_break_it(tmp_path, capsys, argv, named):
@@ -511,7 +514,12 @@ def test_a_journal_that_cannot_be_written_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("sql", ["UPDATE trial_params SET distribution_json='garbage' WHERE param_name='lr'",
-                                 "UPDATE trial_values SET value=NULL"])
+                                 "UPDATE trial_values SET value=NULL",
+                                 "UPDATE study_user_attributes SET value_json='garbage' WHERE key='run_settings'",
+                                 "UPDATE study_system_attributes SET value_json='garbage'",
+                                 "UPDATE trials SET state='BOGUS'",
+                                 "UPDATE study_user_attributes SET value_json='{\"space\": 5, \"metric\": [\"x\"]}' "
+                                 "WHERE key='identity'"])
 def test_a_study_damaged_inside_is_one_line(tmp_path, capsys, sql):
     import sqlite3
 
@@ -524,6 +532,8 @@ def test_a_study_damaged_inside_is_one_line(tmp_path, capsys, sql):
     assert run_main(export.main, ["--study-name", "A", "--storage", f"sqlite:///{db}",
                                   "-o", str(tmp_path / "b.json")]) == 2
     assert "damaged" in capsys.readouterr().err and not (tmp_path / "b.json").exists()
+    assert run_main(run.main, ["--study-name", "A", "--storage", f"sqlite:///{db}", *FAST, "--trials", "2"]) == 2
+    assert "damaged" in capsys.readouterr().err
 
 
 def test_curves_that_are_not_lists_of_numbers_are_no_curves():
@@ -535,3 +545,114 @@ def test_curves_that_are_not_lists_of_numbers_are_no_curves():
                                                              "eval_accuracy": [0.9, 0.95]}})
     curves = curves_of(trial)
     assert curves["eval_loss"] == [] and curves["train_loss"] == [] and curves["eval_accuracy"] == [0.9, 0.95]
+
+
+def test_an_html_output_replaces_only_a_page_of_this_tool_outside_a_model_folder(tmp_path, capsys):
+    db, _ = exported_file(tmp_path)
+    study = ["--study-name", "A", "--storage", f"sqlite:///{db}"]
+    own = tmp_path / "index.html"
+    own.write_text("<!DOCTYPE html>\n<html><head><title>my page</title></head></html>\n")
+    before = own.read_bytes()
+    assert run_main(report.main, [*study, "-o", str(own)]) == 2
+    assert own.read_bytes() == before
+    model = tmp_path / "m"
+    assert run_main(train.main, ["--dataset", "synthetic", "--train-subset", "100", "--val-size", "100",
+                                 "--epochs", "1", "--hidden-size", "8", "--no-compile", "-o", str(model)]) == 0
+    (model / "curves.html").write_text("<!DOCTYPE html>\n<html lang=\"en\"><head>"
+                                       "<meta name=\"generator\" content=\"se-cca-search\">")
+    assert run_main(report.main, [*study, "-o", str(model / "curves.html")]) == 2
+    assert "saved model folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "retrain"])
+def test_overwrite_onto_a_link_is_refused_and_leaves_nothing(tmp_path, capsys, command):
+    from search.commands import retrain
+
+    _, best = exported_file(tmp_path)
+    argv = {"train": (train.main, ["--dataset", "synthetic", "--train-subset", "100", "--val-size", "100",
+                                   "--epochs", "1", "--hidden-size", "8", "--no-compile"]),
+            "retrain": (retrain.main, [str(best), "--epochs", "1", "--no-compile"])}[command]
+    assert run_main(argv[0], [*argv[1], "-o", str(tmp_path / "m")]) == 0
+    (tmp_path / "lnk").symlink_to(tmp_path / "m")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert run_main(argv[0], [*argv[1], "-o", str(tmp_path / "lnk"), "--overwrite"]) == 2
+    assert "symbolic link" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_retrain_refuses_an_absurd_number_of_epochs(tmp_path):
+    from search.commands import retrain
+
+    _, best = exported_file(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        retrain.main([str(best), "--epochs", "99999999"])
+    assert exit_.value.code == 2
+
+
+def test_overwrite_checks_what_the_model_files_hold_not_their_names(tmp_path, capsys):
+    db, _ = exported_file(tmp_path)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "config.json").write_text('{"model": {}}')
+    (victim / "model.safetensors").write_bytes(db.read_bytes())  # a study under a model's file name
+    assert run_main(train.main, ["--dataset", "synthetic", "--train-subset", "100", "--val-size", "100",
+                                 "--epochs", "1", "--hidden-size", "8", "--no-compile", "-o", str(victim),
+                                 "--overwrite"]) == 2
+    assert "not a saved model folder" in capsys.readouterr().err
+    assert (victim / "model.safetensors").read_bytes() == db.read_bytes()
+
+
+def test_a_garbage_file_beside_a_study_is_no_journal_to_recover(tmp_path, capsys):
+    db, _ = exported_file(tmp_path)
+    journal = tmp_path / "A.db-journal"
+    journal.write_bytes(b"\xdd" * 3000)
+    assert run_main(export.main, ["--study-name", "A", "--storage", f"sqlite:///{db}",
+                                  "-o", str(tmp_path / "b.json")]) in (0, 2)
+    assert journal.read_bytes() == b"\xdd" * 3000
+
+
+@pytest.mark.parametrize("line", [b'{"op_code": 99, "worker_id": "x"}\n', b'{"op_code": "x"}\n'])
+def test_a_journal_record_of_no_known_operation_is_damage(tmp_path, capsys, line):
+    log = tmp_path / "j.log"
+    argv = ["--study-name", "j", "--storage", f"journal:{log}", *FAST]
+    assert run_main(run.main, [*argv, "--trials", "1"]) == 0
+    with open(log, "ab") as fh:
+        fh.write(line)
+    capsys.readouterr()
+    assert run_main(run.main, [*argv, "--trials", "2"]) == 2
+    assert "is damaged" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url, named", [
+    ("sqlite:///file:mem.db?mode=memory&uri=true", "mode=memory"),
+    ("sqlite:///file:x.db?uri=true&vfs=nosuchvfs", "vfs"),
+    ("postgresql+nosuchdriver://u@127.0.0.1:1/db", "nosuchdriver"),
+    ("sqlite:///{tmp}/best.json/x.db", "is a file"),
+])
+def test_storage_urls_that_cannot_work_are_usage_errors(tmp_path, capsys, url, named):
+    (tmp_path / "best.json").write_text("{}")
+    assert run_main(run.main, ["--study-name", "t", "--storage", url.format(tmp=tmp_path), *FAST]) == 2
+    assert named in capsys.readouterr().err
+
+
+def test_redaction_keeps_the_quote_after_a_password():
+    from search.storage import redact
+
+    assert redact("'postgresql://h/db?user=a&password=PW' failed") == "'postgresql://h/db?user=a&password=***' failed"
+
+
+@pytest.mark.parametrize("field, value, named", [("val_size", 0, "val_size"), ("metric", "bogus", "metric")])
+def test_an_exported_file_with_an_impossible_split_or_metric_is_refused(tmp_path, capsys, field, value, named):
+    from search.commands import retrain
+
+    _, best = exported_file(tmp_path)
+    record = json.loads(best.read_text())
+    if field == "metric":
+        record["metric"] = value
+    else:
+        record["data"][field] = value
+    best.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert run_main(retrain.main, [str(best), "--verify", "--epochs", "1", "--no-compile",
+                                   "-o", str(tmp_path / "v")]) == 2
+    assert named in capsys.readouterr().err and not (tmp_path / "v").exists()

@@ -1,5 +1,6 @@
 """Signal handling at the edges: two signals arriving together must still mean one quiet interrupt."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -84,13 +85,24 @@ def test_a_signal_during_shutdown_keeps_the_commands_exit_code(sig, code):
     assert result.returncode == code and "Traceback" not in result.stderr, result.stderr
 
 
-def test_a_folder_named_model_in_the_working_folder_does_not_hide_the_package(tmp_path):
-    """`retrain -o model` then `evaluate model`: run from that folder, the commands still import this
-    project's `model` package (an editable install finds it through a finder that Python asks only after
-    the working folder, where a plain folder named model/ would count as a namespace package)."""
-    (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "config.json").write_text("{}")
+@pytest.mark.parametrize("shadow", ["model/config.json", "model.py", "model/__init__.py"])
+def test_a_model_of_the_users_own_in_the_working_folder_does_not_hide_the_package(tmp_path, shadow):
+    """`retrain -o model` then `evaluate model`, or a user's own model.py beside their notebook: run from
+    that folder, the commands still import this project's `model` package, not the working folder's."""
+    (tmp_path / shadow).parent.mkdir(exist_ok=True)
+    (tmp_path / shadow).write_text("{}" if shadow.endswith(".json") else "import torch\n")
     result = subprocess.run([sys.executable, "-m", "search", "evaluate", "model"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert "is not a saved model folder" in result.stderr
+    assert "is not a saved model folder" in result.stderr or "cannot load the model" in result.stderr
+
+
+def test_a_search_prints_no_warnings(tmp_path):
+    """Optuna's experimental-feature warnings (heartbeat, metric names) are noise in every run's output."""
+    result = subprocess.run([sys.executable, "-m", "search.run", "--dataset", "synthetic", "--train-subset", "200",
+                             "--val-size", "200", "--epochs-range", "1", "1", "--workers", "1", "--no-compile",
+                             "--no-live", "--trials", "2", "--storage", f"sqlite:///{tmp_path / 's.db'}"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ,
+                                                                                           "PYTHONPATH": ROOT})
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr + result.stdout

@@ -503,11 +503,11 @@ def test_train_refuses_a_model_folder_unless_overwrite(tmp_path, capsys):
     from search.commands import train
 
     out = tmp_path / "model"
-    out.mkdir()
-    for name in ("config.json", "model.safetensors", "metrics.json"):  # another model's files
-        (out / name).write_text("{}")
     argv = ["--dataset", "synthetic", "--train-subset", "100", "--val-size", "100", "--epochs", "1",
             "--hidden-size", "8", "--no-compile", "-o", str(out)]
+    assert run_main(train.main, argv) == 0  # another model's files
+    (out / "metrics.json").write_text("{}")
+    capsys.readouterr()
     assert run_main(train.main, argv) == 2
     assert "already holds files" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "metrics.json", "model.safetensors"]
