@@ -221,17 +221,22 @@ def test_a_study_whose_creation_was_killed_is_finished_by_the_next_run(tmp_path,
     assert run_main(run.main, [*argv, "--trials", "1"]) == 0
     assert len(optuna.load_study(study_name="t", storage=f"sqlite:///{db}").trials) == 1
 
-    import sqlite3
-
-    other = tmp_path / "other.db"
-    con = sqlite3.connect(other)
-    con.execute("CREATE TABLE studies (id INTEGER, title TEXT)")
-    con.commit()
-    con.close()
+    other = foreign_database(tmp_path / "other.db", "CREATE TABLE studies (id INTEGER, title TEXT)")
     before = other.read_bytes()
     capsys.readouterr()
     assert run_main(run.main, ["--study-name", "t", "--storage", f"sqlite:///{other}", *FAST, "--create-only"]) == 2
     assert "a SQLite database of something else" in capsys.readouterr().err and other.read_bytes() == before
+
+
+def foreign_database(path, create: str):
+    """Another program's SQLite database: one table, made by ``create``."""
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    con.execute(create)
+    con.commit()
+    con.close()
+    return path
 
 
 def kill_a_writer(db, sql: str) -> None:
@@ -265,13 +270,7 @@ def test_a_hot_journal_is_recovered_not_called_damage(tmp_path, capsys):
     assert run_main(run.main, [*argv, "--trials", "4"]) == 0
     assert len(optuna.load_study(study_name="t", storage=f"sqlite:///{db}").trials) == 4
 
-    import sqlite3
-
-    other = tmp_path / "other.db"
-    con = sqlite3.connect(other)
-    con.execute("CREATE TABLE notes (key TEXT, body TEXT)")
-    con.commit()
-    con.close()
+    other = foreign_database(tmp_path / "other.db", "CREATE TABLE notes (key TEXT, body TEXT)")
     kill_a_writer(other, "INSERT INTO notes VALUES (?, ?)")
     files = {p: p.read_bytes() for p in (other, other.with_name("other.db-journal"))}
     capsys.readouterr()
