@@ -5,9 +5,8 @@ import warnings
 # Optuna marks the heartbeat, its retry callback, QMC/GP samplers and metric names as experimental.
 # This package pins optuna>=5,<6 and its tests exercise each of these paths, so the warnings are noise
 # in every command's output. Matched by Optuna's own wording ("X is experimental (supported from vN)",
-# "Argument X is an experimental feature"),
-# not by its ExperimentalWarning class: importing optuna here would slow every command's first moment,
-# before search.interrupts.process is in place.
+# "Argument X is an experimental feature"), not by its ExperimentalWarning class: importing optuna here
+# would slow every command's first moment, before search.interrupts.process is in place.
 warnings.filterwarnings("ignore", message=r".*(is experimental \(supported from v|is an experimental feature)")
 
 # ``model`` is this project's network package. Run from a folder that holds a model.py, a model/ package or
