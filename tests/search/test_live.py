@@ -89,3 +89,23 @@ def test_a_figure_replaces_an_older_longer_one_whole(tmp_path):
     save_plotly_graph_object(study, go.Figure(go.Scatter(y=list(range(3000)), name="old")), graph_object_id="speed")
     save_figure(study, go.Figure(go.Scatter(y=[1, 2], name="new")), "speed")
     assert [t["name"] for t in figures(study)["speed"]["data"]] == ["new"]
+
+
+def test_the_history_figure_keeps_pruned_values_apart_from_results():
+    """optuna-dashboard's own history chart draws a pruned trial's last reported value like a result (below
+    the best line). The study's "history" figure draws results and the best-so-far line from complete trials
+    only, and pruned trials apart, hollow, each named with when it reported its value."""
+    from search.live import history_figure
+
+    study = optuna.create_study()
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.1}, distributions=dist, value=0.71))
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.2}, distributions=dist, state=TrialState.PRUNED,
+                                              value=0.36, intermediate_values={3: 0.36}))
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.3}, distributions=dist, value=0.5))
+    fig = history_figure(study, "held-out loss")
+    by_name = {t.name: t for t in fig.data}
+    assert list(by_name["complete"].y) == [0.71, 0.5] and list(by_name["best so far"].y) == [0.71, 0.5]
+    pruned = by_name["pruned (last reported value)"]
+    assert list(pruned.x) == [1] and list(pruned.y) == [0.36] and "epoch 1" in pruned.text[0]
+    assert pruned.marker.symbol == "circle-open"
