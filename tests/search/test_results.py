@@ -89,7 +89,7 @@ def test_dashboard_pages_hold_rounded_figures_and_full_notes(study_db):
         assert "test accuracy" in note and "parameters" in note and f"{trial.user_attrs['n_params']:,}" in note
         assert trial.state != optuna.trial.TrialState.COMPLETE or "complete" in note.splitlines()[0]
     figures = {k: json.loads(v) for k, v in get_plotly_graph_objects(system_attrs).items()}
-    assert set(figures) == {"learning-curves", "speed"}
+    assert set(figures) == {"learning-curves", "speed", "history"}
     names = {t["name"] for t in figures["learning-curves"]["data"]}
     assert f"trial {study.best_trial.number} (best so far)" in names
     assert len(figures["speed"]["data"][0]["x"]) == 3  # images/s of every trial
