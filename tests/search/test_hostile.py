@@ -415,7 +415,7 @@ def test_bench_refuses_bad_settings_before_measuring(capsys, argv, named):
     (["--extra=--create-only"], "--create-only"),
     (["--tool-flags", "--stor sqlite:///elsewhere.db"], "--storage"),  # argparse takes an abbreviation
     (["--extra=--create-o"], "--create-only"),
-    (["--tool-flags=--he"], "--help"),
+    (["--tool-flags=--hel"], "--help"),  # an unambiguous abbreviation of --help
     (["--out-dir", "/proc/hostile-bench"], "/proc/hostile-bench"),
 ])
 def test_bench_search_refuses_flags_that_would_break_it(tmp_path, capsys, argv, named):
