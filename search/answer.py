@@ -40,6 +40,12 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
         return None
 
 
+def best_first(study: optuna.Study) -> list[FrozenTrial]:
+    """The complete trials, best value first (ties in trial order)."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(complete, key=lambda t: t.value, reverse=study.direction == StudyDirection.MAXIMIZE)
+
+
 def runs_of(trial: FrozenTrial, repeats: list[dict]) -> list[float | None]:
     """The trial's own value, then its repeats' values (None: that run diverged)."""
     return [trial.value, *[r.get("value") for r in repeats]]

@@ -26,7 +26,7 @@ from plotly.subplots import make_subplots
 
 from search.answer import baseline_trial, best_trial
 from search.plots import learning_curves
-from search.pruning import step_name
+from search.pruning import last_report
 from search.summary import settings_rows, summary
 from search.trial_curves import curves_of
 
@@ -67,27 +67,27 @@ def speed_figure(trials: list[FrozenTrial]) -> go.Figure:
     return fig
 
 
-def history_figure(study: optuna.Study, metric_name: str) -> go.Figure:
+def history_figure(study: optuna.Study, metric_name: str, trials: list[FrozenTrial] | None = None) -> go.Figure:
     """The value of every trial by number: complete trials and the best-so-far line from them alone, pruned
     and stopped trials apart (hollow, grey), each named with when it reported its last value. Optuna stores
-    that value as a pruned trial's value, and optuna-dashboard's own history chart draws it like a result."""
-    trials = study.get_trials(deepcopy=False)
-    identity = study.user_attrs.get("identity", {})
-    rungs = identity.get("rungs", 1) if isinstance(identity, dict) else 1
+    that value as a pruned trial's value, and optuna-dashboard's own history chart draws it like a result.
+    ``trials``: the study's trials where the caller has just read them."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    rungs = study.user_attrs.get("identity", {}).get("rungs", 1)
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
     best, running_best = [], None
     for t in done:
         running_best = t.value if running_best is None else pick(running_best, t.value)
         best.append(running_best)
-    cut = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
+    cut = [(t, report) for t in trials if t.state == TrialState.PRUNED and (report := last_report(t, rungs))]
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[t.number for t in done], y=[t.value for t in done], mode="markers", name="complete"))
     fig.add_trace(go.Scatter(x=[t.number for t in done], y=best, mode="lines", name="best so far"))
     fig.add_trace(go.Scatter(
-        x=[t.number for t in cut], y=[t.intermediate_values[max(t.intermediate_values)] for t in cut],
+        x=[t.number for t, _ in cut], y=[value for _, (value, _) in cut],
         mode="markers", name="pruned (last reported value)", marker={"symbol": "circle-open", "color": "#999"},
-        text=[f"trial {t.number}, pruned: value at {step_name(max(t.intermediate_values), rungs)}" for t in cut],
+        text=[f"trial {t.number}, pruned: value at {when}" for t, (_, when) in cut],
         hoverinfo="text+y"))
     fig.update_layout(title=f"{metric_name} by trial (complete trials; pruned ones apart)", height=360,
                       margin={"t": 50}, xaxis_title="trial", yaxis_title=metric_name,
@@ -171,7 +171,7 @@ class LiveDashboard:
             if any(curves_of(t)["epoch_seconds"] for t in trials):
                 save_figure(self.study, speed_figure(trials), "speed")
             if any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials):
-                save_figure(self.study, history_figure(self.study, self.metric_name), "history")
+                save_figure(self.study, history_figure(self.study, self.metric_name, trials), "history")
             self._last_state = state
         note = study_note(self.study, self.storage_url, self.metric_name)
         if note != self._last_note:

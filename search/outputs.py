@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -80,8 +81,6 @@ MODEL_FILES = {"config.json", "model.safetensors", "metrics.json", "curves.html"
 def is_model_folder(folder: Path) -> bool:
     """Whether ``folder`` holds a saved model, by what its files hold: config.json a JSON object with a
     ``model``, model.safetensors a safetensors file (8 bytes of header length, then its JSON header)."""
-    import json
-
     config, weights = folder / "config.json", folder / "model.safetensors"
     if not config.is_file() or not weights.is_file() or config.stat().st_size > 1 << 20:
         return False

@@ -23,6 +23,7 @@ Three rules hold for every pruner:
 from __future__ import annotations
 
 import optuna
+from optuna.trial import FrozenTrial
 
 from search.idx import NUM_CLASSES
 
@@ -69,6 +70,14 @@ def step_name(step: int, rungs: int = 1) -> str:
         return f"rung {rung + 1}/{rungs}" if rung is not None else f"step {step}"
     epochs, part = divmod(step, STEPS_PER_EPOCH)
     return f"epoch {epochs}" if part == 0 else f"{part}/{STEPS_PER_EPOCH} of epoch {epochs + 1}"
+
+
+def last_report(trial: FrozenTrial, rungs: int = 1) -> tuple[float, str] | None:
+    """A trial's last reported value and when it reported it (``step_name``), or None if it reported none."""
+    if not trial.intermediate_values:
+        return None
+    step = max(trial.intermediate_values)
+    return trial.intermediate_values[step], step_name(step, rungs)
 
 
 def prunable(user_attrs: dict) -> bool:

@@ -216,12 +216,7 @@ def repair_journal_tail(path: Path) -> int:
         raise UsageError(f"{path}: cannot lock it for writing ({exc.strerror}); fix its folder's permissions or "
                          "choose another --storage path") from None
     try:
-        try:
-            fh = open(path, "rb+")
-        except OSError as exc:  # an immutable or otherwise locked-down file
-            raise UsageError(f"{path}: cannot write it ({exc.strerror}); fix its permissions or choose another "
-                             "--storage path") from None
-        with fh:
+        with open(path, "rb+") as fh:
             size = fh.seek(0, os.SEEK_END)
             fh.seek(max(0, size - 1))
             if fh.read(1) == b"\n":
@@ -278,7 +273,7 @@ def check_sqlite_file(path: Path, timeout: float = SQLITE_TIMEOUT_S) -> None:
                          "--storage path") from None
     if ok != "ok":
         raise UsageError(f"{path}: damaged SQLite database (integrity check: {ok}); restore it from a copy")
-    if tables and not OPTUNA_TABLES <= set(tables) and not is_optuna_schema(tables):
+    if tables and not is_ours(tables):
         shown = ", ".join(sorted(tables)[:5])
         raise UsageError(f"{path}: a SQLite database of something else (tables: {shown}), not an Optuna study; "
                          "choose another --storage path")
@@ -296,11 +291,12 @@ def read_schema(uri: str, timeout: float) -> tuple[dict[str, set[str]], str]:
         con.close()
 
 
-def is_optuna_schema(tables: dict[str, set[str]]) -> bool:
-    """Whether every table is one of Optuna's, with its columns: a study whose creation was killed between
-    Optuna's CREATE TABLEs, which Optuna finishes (it creates only the tables that are missing)."""
-    from optuna.storages._rdb import models
-
+def is_ours(tables: dict[str, set[str]]) -> bool:
+    """Whether a SQLite file's tables make it an Optuna study: all of Optuna's tables, or only Optuna's
+    tables with their columns (a study whose creation was killed between Optuna's CREATE TABLEs, which
+    Optuna finishes: it creates only the tables that are missing)."""
+    if OPTUNA_TABLES <= set(tables):
+        return True
     ours = {name: {column.name for column in table.columns}
             for name, table in models.BaseModel.metadata.tables.items()}
     ours["alembic_version"] = {"version_num"}
@@ -328,7 +324,7 @@ def recover_hot_journal(path: Path, timeout: float) -> None:
         tables, _ = read_schema(f"file:{path}?immutable=1", timeout)  # a look that neither locks nor recovers
     except sqlite3.DatabaseError:
         tables = {}
-    if not tables or not (OPTUNA_TABLES <= set(tables) or is_optuna_schema(tables)):
+    if not tables or not is_ours(tables):
         raise UsageError(f"{path}: has an unfinished write (the hot journal {path.name}-journal) from a program "
                          "that was killed; open it once with that program (or sqlite3) to recover it, or choose "
                          "another --storage path")

@@ -21,12 +21,12 @@ import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from search.answer import baseline_trial, best_by_mean, best_trial, ranked
+from search.answer import baseline_trial, best_by_mean, best_first, best_trial, ranked
 from search.cli import command, run_main
 from search.diagnosis import REMEDIES, diagnose_trial
 from search.errors import UsageError
 from search.plots import learning_curves, table_html, write_html
-from search.pruning import STEPS_PER_EPOCH, step_name
+from search.pruning import STEPS_PER_EPOCH, last_report
 from search.studies import add_study_args, completed_trials, study_and_output
 from search.summary import format_params, format_runs, settings_rows
 from search.trial_curves import curves_of
@@ -39,8 +39,7 @@ def edge_warnings(study: optuna.Study, top: int | None = None) -> list[str]:
     done = completed_trials(study)
     if not done:
         return []
-    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    best = sorted(done, key=lambda t: t.value, reverse=reverse)[: top or max(3, len(done) // 10)]
+    best = best_first(study)[: top or max(3, len(done) // 10)]
     # The ranges are what the trials were sampled from: the search space table, as Optuna stored it.
     ranges = {}
     for trial in best:
@@ -91,9 +90,7 @@ def top_curves(study: optuna.Study) -> dict[str, dict]:
     and the baseline config's trial."""
     best, baseline = best_trial(study), baseline_trial(study)
     base = baseline.number if baseline is not None else None
-    sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
-    others = sorted((t for t in completed_trials(study) if t.number != best.number), key=lambda t: sign * t.value)
-    chosen = [best, *others[:TOP_CURVES - 1]]
+    chosen = [best, *[t for t in best_first(study) if t.number != best.number][:TOP_CURVES - 1]]
     if baseline is not None and base not in {t.number for t in chosen}:
         chosen.append(baseline)
 
@@ -169,17 +166,14 @@ def trial_table(study: optuna.Study) -> str:
     trials = study.get_trials(deepcopy=False)
     names = sorted({k for t in trials for k in t.params})
     rungs = study.user_attrs.get("identity", {}).get("rungs", 1)
-    sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
-    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (sign * t.value, t.number))
+    complete = best_first(study)
     others = [t for t in trials if t.state != TrialState.COMPLETE]
     headers = ["trial", "state", "value", "last reported value", *names, "diagnosis", "seconds", "test accuracy",
                "note"]
     rows = []
     for t in complete + others:
-        last = ""
-        if t.state != TrialState.COMPLETE and t.intermediate_values:
-            step = max(t.intermediate_values)
-            last = f"{t.intermediate_values[step]:.4g} ({step_name(step, rungs)})"
+        report = last_report(t, rungs) if t.state != TrialState.COMPLETE else None
+        last = f"{report[0]:.4g} ({report[1]})" if report else ""
         diag = t.user_attrs.get("diagnosis") or diagnose_trial(curves_of(t)) or ""
         rows.append([t.number, t.state.name.lower(), t.value if t.state == TrialState.COMPLETE else None, last,
                      *(t.params.get(n) for n in names), diag, t.user_attrs.get("seconds"),
