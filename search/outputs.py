@@ -19,9 +19,10 @@ MAX_NAME_BYTES = 255 - 24  # the atomic write's temp name adds a dot, a random p
 # What an existing output file must already be for a command to replace it: its own kind of file (the
 # report or comparison it wrote last time, an exported trial), never an input, a model's config.json or
 # anything else that happens to sit under that name. -> (how the file starts, what to call it).
+# Every page search.plots.write_html writes begins so; the generator tag tells this tool's pages apart.
+HTML_START = '<!DOCTYPE html>\n<html lang="en"><head><meta name="generator" content="se-cca-search">'
 OUTPUT_KINDS = {
-    "html": (b'<!DOCTYPE html>\n<html lang="en"><head><meta name="generator" content="se-cca-search">',
-             "an HTML page written by report or compare"),
+    "html": (HTML_START.encode(), "an HTML page written by report or compare"),
     "export": (b'{\n  "format": "se-cca-search/trial@', "a file written by export"),
 }
 

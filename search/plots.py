@@ -8,7 +8,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from search.outputs import write_text_atomic
+from search.outputs import HTML_START, write_text_atomic
 
 
 def learning_curves(curves: dict[str, dict], *, held_out_label: str = "held-out") -> go.Figure:
@@ -86,8 +86,7 @@ def write_html(path: Path, title: str, sections: list[tuple[str, object]]) -> No
             first = False
         else:
             parts.append(str(body))
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta name="generator" content="se-cca-search"><meta charset="utf-8">
+    page = f"""{HTML_START}<meta charset="utf-8">
 <title>{html.escape(title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
