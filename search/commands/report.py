@@ -15,6 +15,7 @@ import argparse
 import html
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import optuna
@@ -106,6 +107,13 @@ def metric_name(study: optuna.Study) -> str:
 
 
 def build_sections(study: optuna.Study) -> list:
+    with warnings.catch_warnings():
+        # With few trials Optuna's importance evaluator warns that every importance is equal; the plot shows it.
+        warnings.filterwarnings("ignore", message="The number of trials is too small to compute importances")
+        return _sections(study)
+
+
+def _sections(study: optuna.Study) -> list:
     vis = optuna.visualization
     done = completed_trials(study)
     name = metric_name(study)

@@ -147,3 +147,13 @@ def test_the_dashboard_prints_its_address_only_once_it_listens(tmp_path, capsys,
     assert run_main(dashboard.main, ["--study-name", "s", "--storage", storage, "--port", str(port)]) == 130
     assert "http://" not in seen["before listening"]
     assert f"http://127.0.0.1:{port}/dashboard/studies/" in seen["serving"] and seen["connected"]
+
+
+def test_the_report_prints_no_warning_for_a_small_study():
+    """Optuna warns that importances of few trials are all equal; the report shows them, and says nothing."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report.build_sections(small_study())
+    assert not [w for w in caught if "too small to compute importances" in str(w.message)]
