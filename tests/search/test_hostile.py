@@ -418,8 +418,10 @@ def test_bench_refuses_bad_settings_before_measuring(capsys, argv, named):
     (["--tool-flags=--hel"], "--help"),  # an unambiguous abbreviation of --help
     (["--out-dir", "/proc/hostile-bench"], "/proc/hostile-bench"),
 ])
-def test_bench_search_refuses_flags_that_would_break_it(tmp_path, capsys, argv, named):
+def test_bench_search_refuses_flags_that_would_break_it(tmp_path, monkeypatch, capsys, argv, named):
     from search.commands import bench_search
+
+    monkeypatch.chdir(tmp_path)  # a relative --storage would land here
 
     args = ["--dataset", "synthetic", "--train-subset", "200", "--val-size", "200", "--trials", "2", "--arms", "tool"]
     if "--out-dir" not in argv:
