@@ -2,6 +2,7 @@
 
     from model import load_model
     net = load_model("runs/best")          # rebuilds SECCANet from config.json, loads the weights
+    net = load_model("runs/ensemble")      # an ensemble folder: its members, averaged (model.ensemble)
 """
 
 from __future__ import annotations
@@ -65,8 +66,13 @@ def save_model(model: SECCANet, folder: Path, *, extra: dict | None = None) -> N
 
 
 def load_model(folder: Path, *, device: str | torch.device = "cpu", impl: str = "auto") -> SECCANet:
-    """Rebuild the network from ``folder/config.json`` and ``folder/model.safetensors``."""
+    """Rebuild the network from ``folder/config.json`` and ``folder/model.safetensors``; an ensemble folder
+    (``ensemble.json``, written by ``se-cca-search ensemble``) gives its ``SECCAEnsemble``."""
+    from model.ensemble import is_ensemble_folder, load_ensemble
+
     folder = Path(folder)
+    if is_ensemble_folder(folder):
+        return load_ensemble(folder, device=device, impl=impl)
     config = NetConfig.from_dict(json.loads((folder / CONFIG).read_text(encoding="utf-8"))["model"])
     check_weight_shapes(config, folder / WEIGHTS)  # before allocating anything the config asks for
     model = SECCANet(config, impl=impl)

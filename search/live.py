@@ -7,8 +7,8 @@ the study and rewrites (only when something changed)
     trial's curves appear after its first epoch;
   - the "speed" figure: training images/s and seconds per epoch of every trial;
   - the "history" figure: every trial's value, pruned trials apart with when they reported it;
-  - the study's note: the settings (data, split, space, metric, sampler, pruner, versions) and the
-    summary the terminal prints.
+  - the study's note: the settings (data, split, space, metric, sampler, pruner, versions), the
+    summary the terminal prints, and the ensemble the kept models give (read again only when they change).
 Trials write their own per-epoch curves and note (search.objective); this thread is the only writer of
 the study's figures and note in a process, so no two writes of one figure interleave. Training never
 waits for it: it only reads the storage and writes a few attributes, off the training thread.
@@ -25,6 +25,9 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
 from search.answer import baseline_trial, best_trial
+from search.artifacts import stored_trials
+from search.cli import command
+from search.ensemble_selection import describe
 from search.plots import learning_curves
 from search.pruning import last_report
 from search.summary import settings_rows, summary
@@ -100,9 +103,23 @@ def settings_markdown(study: optuna.Study) -> str:
     return "| setting | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in settings_rows(study))
 
 
-def study_note(study: optuna.Study, storage_url: str, metric_name: str) -> str:
+def study_note(study: optuna.Study, storage_url: str, metric_name: str, ensemble: str = "") -> str:
     return (f"## Study {study.study_name}\n\n{settings_markdown(study)}\n\n### Summary\n\n```\n"
-            f"{summary(study, storage_url, metric_name)}\n```\n")
+            f"{summary(study, storage_url, metric_name)}\n```\n{ensemble}")
+
+
+def ensemble_markdown(study: optuna.Study, storage_url: str) -> str:
+    """The note's section on the ensemble the kept models give (search.ensemble_selection); empty while fewer
+    than two models are kept."""
+    described = describe(study, storage_url)
+    if described is None:
+        return ""
+    head = f"\n### Ensemble of the kept models\n\n`{command('ensemble')}` builds and saves it.\n\n"
+    if "error" in described:
+        return head + f"It cannot be shown: {described['error']}\n"
+    rows = "\n".join(f"| {t} | {w:.3f} | {loss:.4f} | {acc:.2%} |" for t, w, loss, acc in described["rows"])
+    return (head + f"{described['line']} (from {described['kept']} kept models)\n\n"
+            "| trial | weight | held-out loss | held-out accuracy |\n|---|---|---|---|\n" + rows + "\n")
 
 
 def save_figure(study: optuna.Study, figure: go.Figure, graph_id: str) -> None:
@@ -135,6 +152,7 @@ class LiveDashboard:
         self._thread = threading.Thread(target=self._loop, name="live-dashboard", daemon=True)
         self._last_state = None
         self._last_note = None
+        self._ensemble = ((), "")  # (kept trials, note section): the files are read again only when they change
 
     def __enter__(self) -> LiveDashboard:
         if self.interval is not None:
@@ -173,7 +191,10 @@ class LiveDashboard:
             if any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials):
                 save_figure(self.study, history_figure(self.study, self.metric_name, trials), "history")
             self._last_state = state
-        note = study_note(self.study, self.storage_url, self.metric_name)
+        kept = tuple(t.number for t in stored_trials(self.study))
+        if kept != self._ensemble[0]:
+            self._ensemble = (kept, ensemble_markdown(self.study, self.storage_url))
+        note = study_note(self.study, self.storage_url, self.metric_name, self._ensemble[1])
         if note != self._last_note:
             save_note(self.study, note)
             self._last_note = note

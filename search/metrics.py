@@ -68,6 +68,11 @@ def _logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     return logits
 
 
+def held_out_logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """The model's float32 logits for uint8 images ``x`` (what a kept trial stores, search.artifacts)."""
+    return _logits(model, x, batch_size)
+
+
 def _loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     loss = nn.functional.cross_entropy(logits, y, reduction="sum").double().item() / len(y)
     return loss, (logits.argmax(1) == y).sum().item() / len(y)

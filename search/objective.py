@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 import torch
@@ -17,10 +18,11 @@ import torch
 from model import SECCANet, count_parameters
 from search import pruning
 from search import space as search_space
+from search.artifacts import ModelKeeper
 from search.data import Splits, nested_balanced_order, offset_seed
 from search.diagnosis import diagnose_trial, note_markdown
 from search.errors import DivergedError
-from search.metrics import METRIC_NAMES, Scores, evaluate, metric_value
+from search.metrics import METRIC_NAMES, Scores, evaluate, held_out_logits, metric_value
 from search.recovery import INTERRUPTED
 from search.training import EpochResult, fit
 from search.trial_curves import KEYS as CURVE_KEYS
@@ -43,6 +45,7 @@ class Objective:
     # (PRUNED, with the reason), so a search ends near its budget instead of finishing 20-epoch trials.
     deadline: float | None = None
     clock: Callable[[], float] = time.monotonic
+    keeper: ModelKeeper | None = None  # stores each completing trial's model (search.artifacts); None: none
 
     @classmethod
     def from_args(cls, args, data: Splits, device: torch.device, log: Callable[[str], None] | None = None,
@@ -50,7 +53,8 @@ class Objective:
         """The objective ``search.run``'s options describe (in its process and in each worker process)."""
         return cls(data=data, device=device, space=args.space, metric=args.metric, seed=args.seed, impl=args.impl,
                    log=log, rungs=args.rungs, live=args.live, epochs=args.epochs_range,
-                   deadline=None if args.timeout is None else clock() + args.timeout, clock=clock)
+                   deadline=None if args.timeout is None else clock() + args.timeout, clock=clock,
+                   keeper=keeper_of(args))
 
     def __post_init__(self) -> None:
         n = len(self.data.train_y)
@@ -102,6 +106,10 @@ class Objective:
                  "test_loss": round(test_loss, 4), "test_accuracy": round(test_acc, 4)}
         for key, v in final.items():
             trial.set_user_attr(key, v)
+        if self.keeper is not None:  # after the training loop: it never slows a trial's images/s
+            logits = held_out_logits(model, self.data.held_out_x)
+            self.keeper.offer(trial, value, model, logits, self.data.held_out_y,
+                              {"train": train_config.to_dict(), "params": dict(trial.params)})
         annotate(trial, {**curves, **final, "n_params": count_parameters(model)}, status="complete")
         return value
 
@@ -199,6 +207,12 @@ class Objective:
                      status="failed")
             raise  # listed in optimize(catch=...): the trial ends FAIL and the study goes on
         return model, history, curves, speeds
+
+
+def keeper_of(args) -> ModelKeeper | None:
+    """The model keeper search.run's --artifacts and --keep-models ask for (the folder resolved by the run)."""
+    folder, keep = getattr(args, "artifact_dir", None), getattr(args, "keep_models", 0)
+    return ModelKeeper(Path(folder), keep) if folder and keep > 0 else None
 
 
 def annotate(trial: optuna.Trial, attrs: dict, diagnosis: str | None = None, *, status: str = "") -> None:

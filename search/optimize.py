@@ -19,7 +19,7 @@ from search.errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
 from search.interrupts import interrupt_once
 from search.metrics import METRIC_NAMES
 from search.objective import CATCH, Objective
-from search.pruning import make_pruner
+from search.pruning import MIN_COMPLETE, make_pruner
 from search.recovery import counts_toward_total, fail_stale
 from search.rescore import rescore
 from search.summary import trial_line
@@ -59,9 +59,10 @@ def sampler_for(args: argparse.Namespace, seed: int) -> optuna.samplers.BaseSamp
 
 
 def pruner_for(args: argparse.Namespace) -> optuna.pruners.BasePruner:
-    """The pruner search.run's options ask for (``--pruner``, ``--rungs``, the space's or ``--epochs-range``'s
-    epochs as Hyperband's maximum resource)."""
-    return make_pruner(args.pruner, search_space.max_epochs(args.space, args.epochs_range), args.rungs)
+    """The pruner search.run's options ask for (``--pruner``, ``--rungs``, ``--min-complete``, the space's or
+    ``--epochs-range``'s epochs as Hyperband's maximum resource)."""
+    return make_pruner(args.pruner, search_space.max_epochs(args.space, args.epochs_range), args.rungs,
+                       getattr(args, "min_complete", MIN_COMPLETE))
 
 
 def told_elsewhere(exc: BaseException | None) -> bool:

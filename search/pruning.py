@@ -9,6 +9,13 @@ Size rungs (``--rungs N``). Instead of epochs, the training-set size is the budg
 trains on 1/9 of the images, the best third goes on to 1/3, the best third of those to all of them (the
 seed's "try a small sample first"); each rung is a fresh model, reported at step 1, 3, 9.
 
+A pool to choose from (``--min-complete K``, default 5). Successive halving measures every trial against
+all that reached a rung before it, the baseline config's full run included, so on some seeds and data sets
+almost nothing completes (Fashion-MNIST: 1 of 30, the baseline) and the search hands back the seed's config
+with no models to build an ensemble from. So while fewer than K trials besides the baseline have completed,
+a trial that got past the peek is not pruned: it runs to its end. Optuna's ``bootstrap_count`` does not do
+this: it prunes the first trials to reach each rung (docs/experiments.md).
+
 Three rules hold for every pruner:
 - never the baseline-config trial: it is the study's reference, which every summary compares with, so it
   runs to its end, in a first run and in a retry (only the ``--timeout`` deadline stops it);
@@ -23,7 +30,7 @@ Three rules hold for every pruner:
 from __future__ import annotations
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from search.idx import NUM_CLASSES
 
@@ -32,17 +39,21 @@ PEEK_STEP = 1
 PEEK_AT = PEEK_STEP / STEPS_PER_EPOCH  # the fraction of epoch 1 after which a trial is scored once
 RUNG_FACTOR = 3  # successive halving's reduction factor: the best third goes on
 PRUNERS = ("successive-halving", "median", "hyperband", "none")
+MIN_COMPLETE = 5  # the default --min-complete: the pool an ensemble is chosen from
 
 
-def make_pruner(name: str, max_epochs: int = 12, rungs: int = 1) -> optuna.pruners.BasePruner:
-    """The pruner ``--pruner name`` asks for; with size rungs, successive halving over the rungs."""
+def make_pruner(name: str, max_epochs: int = 12, rungs: int = 1,
+                min_complete: int = MIN_COMPLETE) -> optuna.pruners.BasePruner:
+    """The pruner ``--pruner name`` asks for; with size rungs, successive halving over the rungs. Successive
+    halving keeps a pool of ``min_complete`` complete trials (``PoolPruner``)."""
     if rungs > 1 and name != "none":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=RUNG_FACTOR,
-                                                      min_early_stopping_rate=0)
+        return PoolPruner(optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=RUNG_FACTOR,
+                                                                 min_early_stopping_rate=0), min_complete)
     if name == "successive-halving":
         # The default: rungs from the very first trials on, where the median rule waits for five full ones.
         # On the 50-trial default search it cut the wall time and found better answers (docs/experiments.md).
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=RUNG_FACTOR)
+        return PoolPruner(optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=RUNG_FACTOR),
+                          min_complete)
     if name == "median":
         # Five full trials before any pruning; after that a trial can be pruned from its first report on.
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
@@ -108,3 +119,20 @@ def stops_at_deadline(now: float, deadline: float | None, epoch: int, epochs: in
     if deadline is None or now < deadline:
         return False
     return not (last_rung and epoch == epochs)
+
+
+class PoolPruner(optuna.pruners.BasePruner):
+    """``inner``'s decisions, except that while fewer than ``min_complete`` trials besides the baseline config
+    have completed, a trial past the peek (the first report) is not pruned. ``inner`` is still asked at every
+    report, so successive halving records each rung's values as it always does."""
+
+    def __init__(self, inner: optuna.pruners.BasePruner, min_complete: int) -> None:
+        self.inner, self.min_complete = inner, min_complete
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        if not self.inner.prune(study, trial):
+            return False
+        if trial.last_step is None or trial.last_step <= PEEK_STEP or self.min_complete <= 0:
+            return True
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return sum(prunable(t.user_attrs) for t in complete) >= self.min_complete

@@ -60,10 +60,16 @@ def settings_rows(study: optuna.Study) -> list[tuple[str, str]]:
             ("epochs range", "{} to {}".format(*identity["epochs_range"]) if "epochs_range" in identity else None),
             ("metric", identity.get("metric")),
             ("rungs", identity.get("rungs", 1) if identity else None), ("split seed", identity.get("seed")),
-            ("sampler (last run)", sampler_text(run)), ("pruner (last run)", run.get("pruner")),
+            ("sampler (last run)", sampler_text(run)), ("pruner (last run)", pruner_text(run)),
             ("workers (last run)", run.get("workers")), ("device (last run)", run.get("device")),
             ("versions", ", ".join(f"{k} {v}" for k, v in study.user_attrs.get("versions", {}).items()))]
     return [(k, str(v)) for k, v in rows if v not in (None, "")]
+
+
+def pruner_text(run: dict) -> str | None:
+    """The pruner of the study's last run, with --min-complete where it applies (successive halving)."""
+    pruner, k = run.get("pruner"), run.get("min_complete")
+    return f"{pruner}, min-complete {k}" if k is not None and pruner == "successive-halving" else pruner
 
 
 def sampler_text(run: dict) -> str | None:

@@ -4,6 +4,7 @@
     se-cca-search bench-search --trials 50 --train-subset 0 --seeds 0 1 2 3 4   # the default command
     se-cca-search bench-search --space extended --trials 60 --seeds 0 1
     se-cca-search bench-search --seeds 0 1 2 --retrain-seeds 10 11 12    # every answer retrained 3 times
+    se-cca-search bench-search --arms tool ensemble                      # the tool's answer against its ensemble
 
 For every seed, side by side in one run and with the project's own commands (as subprocesses, exactly
 as a user types them):
@@ -16,6 +17,9 @@ as a user types them):
   tool-single with ``--repeats`` in --tool-flags: the tool study's best single run (Optuna's best trial),
               retrained the same way, beside the tool's pick by the mean of its runs; its search time
               leaves out the re-scoring
+  ensemble    ``se-cca-search ensemble`` on the tool study: members retrained (once per retrain seed), and
+              ``ensemble-search`` with --no-retrain (the trials' own weights); "retrain s" is the ensemble
+              command's wall time, what the ensemble adds to the tool's search
 Each arm's best is exported and retrained on the full training data (``search.retrain``); the test set
 is read only there, after the search. The table gives search wall time, trials finished, and the
 retrained test loss and accuracy; the last line is one JSON object with every figure.
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -40,7 +45,8 @@ from search import space as search_space
 from search.cli import add_data_dir_arg, command, non_negative_int, positive_int, run_main, seed_int
 from search.errors import EXIT_STORAGE, EXIT_USAGE, SearchError, StorageError, UsageError
 
-ARMS = ("tool", "tpe", "random")
+ARMS = ("tool", "tpe", "random", "ensemble")
+SEARCH_ARMS = ("tool", "tpe", "random")  # the arms that run a search of their own
 PLAIN = {"tpe": ["--sampler", "tpe"], "random": ["--sampler", "random"]}
 # Plain Optuna: no pruning, one process, the eager kernels, no enqueued seed trial, the plain held-out loss
 # (whatever the tool's default metric); a trial count it never reaches, so the wall-clock budget stops it.
@@ -185,7 +191,7 @@ def check_run_flags(args) -> None:
 def run_seed(args, seed: int, folder: Path, log: Path) -> dict:
     common = common_flags(args, seed)
     results, budget = {}, None
-    for arm in ("tool", *[a for a in ARMS if a != "tool"]):
+    for arm in SEARCH_ARMS:
         if arm not in args.arms and not (arm == "tool" and budget is None):
             continue
         name, storage = f"{arm}-s{seed}", f"sqlite:///{folder / f'{arm}-s{seed}.db'}"
@@ -217,7 +223,53 @@ def run_seed(args, seed: int, folder: Path, log: Path) -> dict:
             base.update(export_and_retrain(storage, name, folder, f"baseline-s{seed}", args.data_dir, log, trial=0,
                                            seeds=args.retrain_seeds))
             results["baseline"] = base
+            if "ensemble" in args.arms:
+                results.update(ensemble_rows(args, seed, storage, name, folder, log, row, base))
     return results
+
+
+def ensemble_rows(args, seed: int, storage: str, study_name: str, folder: Path, log: Path, tool: dict,
+                  base: dict) -> dict:
+    """The ensemble arm on the tool study: ``ensemble`` (members retrained, once per retrain seed) and
+    ``ensemble-search`` (--no-retrain: the trials' own weights). A member that is the tool's answer or the
+    baseline config is not retrained again: its retrain of the same seed is handed to the command's resume
+    folder. Its search time is the tool's; its retrain time is the ensemble command's wall time."""
+    rows = {}
+    for retrain in (True, False):
+        arm = "ensemble" if retrain else "ensemble-search"
+        runs, total, record = [], 0.0, {}
+        for rseed in (args.retrain_seeds or [None]) if retrain else [None]:
+            out = folder / (f"{arm}-s{seed}" if rseed is None else f"{arm}-s{seed}-r{rseed}")
+            if retrain:
+                for tag, row in ((study_name, tool), (f"baseline-s{seed}", base)):
+                    done = folder / (tag if rseed is None else f"{tag}-r{rseed}")
+                    cached = folder / f"{out.name}.retrained" / f"trial-{row['trial_number']}"
+                    if done.is_dir() and not cached.exists():
+                        shutil.copytree(done, cached)
+            flags = ["--study-name", study_name, "--storage", storage, "-o", str(out), "--data-dir", args.data_dir,
+                     *(["--seed", str(rseed)] if rseed is not None else []), *([] if retrain else ["--no-retrain"])]
+            print(f"seed {seed}: {arm} building ...", file=sys.stderr, flush=True)
+            try:
+                wall, _ = run_command("ensemble", *flags, log=log)
+            except UsageError as exc:  # too few kept models: the other arms' figures still count
+                print(f"seed {seed}: no {arm} row: {exc}", file=sys.stderr, flush=True)
+                break
+            record = json.loads((out / "ensemble.json").read_text())
+            total += wall
+            runs.append({"seed": record["seed"], "test_loss": record["test_loss"],
+                         "test_accuracy": record["test_accuracy"], "unstable": None})
+        if not runs:
+            continue
+        row = {"arm": arm, "seed": seed, "search_s": tool["search_s"], "trials": tool["trials"],
+               "retrain_s": round(total, 1),
+               "members": [[m["trial"], round(m["weight"], 3)] for m in record["members"]],
+               "held_out_loss": record["held_out"]["loss"], "trial_number": None, "unstable": None,
+               "test_loss": statistics.fmean(r["test_loss"] for r in runs),
+               "test_accuracy": statistics.fmean(r["test_accuracy"] for r in runs)}
+        if retrain and args.retrain_seeds:
+            row["retrains"] = runs
+        rows[arm] = row
+    return rows
 
 
 def spread(row: dict, key: str) -> float | None:

@@ -3,8 +3,10 @@
     se-cca-search compare 0 14                     # trial numbers of the default study
     se-cca-search compare 0 14 21 30               # any number of trials, one column and one curve each
     se-cca-search compare best.json seed.json -o compare.html
+    se-cca-search compare best.json runs/ensemble      # an ensemble folder: its members, weights and figures
 
-Each trial is a trial number (of --study-name / --storage) or a file written by search.export.
+Each trial is a trial number (of --study-name / --storage), a file written by search.export, or an ensemble
+folder written by se-cca-search ensemble.
 "Fluctuation" is the seed's "less stable" as a number: the mean absolute epoch-to-epoch change of the
 held-out loss over the last 5 epochs, relative to its mean there.
 """
@@ -17,6 +19,7 @@ import re
 import sys
 from pathlib import Path
 
+from model.ensemble import is_ensemble_folder, read_ensemble
 from search.cli import command, run_main
 from search.diagnosis import WINDOW, diagnose, fluctuation
 from search.errors import UsageError
@@ -28,15 +31,17 @@ from search.trial_file import load_trial_file, trial_record
 
 
 def resolve(ref: str, args, cache: dict) -> dict:
-    """A trial number or an exported file -> the exported-trial record."""
+    """A trial number, an exported file or an ensemble folder -> the exported-trial record."""
     if re.fullmatch(r"[0-9]{1,9}", ref):  # ASCII digits only: "²".isdigit() is True, int("²") fails
         if "study" not in cache:
             cache["study"] = load_existing_study(args.study_name, storage_url_of(args))
         study = cache["study"]
         return trial_record(study, pick_trial(study, int(ref)))
     path = Path(ref)
+    if is_ensemble_folder(path):
+        return ensemble_record(path)
     if not path.exists():
-        raise UsageError(f"{ref!r} is neither a trial number nor an existing exported file")
+        raise UsageError(f"{ref!r} is neither a trial number nor an existing exported file or ensemble folder")
     record = load_trial_file(path)[0]  # the whole file checked, as retrain checks it
     for key, values in record.get("curves", {}).items():
         if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -45,6 +50,20 @@ def resolve(ref: str, args, cache: dict) -> dict:
     if "curves" not in record:
         raise UsageError(f"{path}: not an exported trial (needs curves); use `se-cca-search export`")
     return record
+
+
+def ensemble_record(folder: Path) -> dict:
+    """An ensemble folder (se-cca-search ensemble) as a column: its members and weights as its params, its
+    held-out and test figures; it has no curves of its own."""
+    try:
+        record = read_ensemble(folder)
+    except (OSError, ValueError, AttributeError) as exc:
+        raise UsageError(f"{folder}: cannot read the ensemble ({str(exc).splitlines()[0]})") from None
+    members = ", ".join(f"{m.get('trial')} ({m['weight']:.2f})" for m in record["members"])
+    return {"study_name": record.get("study_name"), "data": record.get("data"), "state": "ENSEMBLE",
+            "params": {"members (weight)": members, "retrained": record.get("retrained")},
+            "held_out_loss": (record.get("held_out") or {}).get("loss"), "curves": {},
+            "test_loss": record.get("test_loss"), "test_accuracy": record.get("test_accuracy")}
 
 
 def stats(record: dict) -> dict:
@@ -60,11 +79,12 @@ def stats(record: dict) -> dict:
         "ended early": record.get("reason"),
         "epochs run": len(held),
         "final train loss": train[-1] if train else None,
-        "final held-out loss": held[-1] if held else None,
+        "final held-out loss": held[-1] if held else record.get("held_out_loss"),
         "final held-out accuracy": acc[-1] if acc else None,
         "best held-out loss (epoch)": f"{held[best]:.4f} ({best + 1})" if held else None,
         f"fluctuation, last {WINDOW} epochs": f"{fluctuation(held):.1%}" if held else None,
         "diagnosis": diagnose(train, held) if held else None,
+        "test loss": record.get("test_loss"),
         "test accuracy": record.get("test_accuracy"),
     }
 
@@ -90,7 +110,9 @@ def mismatch(a: dict, b: dict) -> tuple[list[str], list[str]]:
 
 def label(record: dict, ref: str) -> str:
     number = record.get("trial_number")
-    return f"{ref} (trial {number})" if number is not None and not ref.isdigit() else f"trial {ref}"
+    if ref.isdigit():
+        return f"trial {ref}"
+    return f"{ref} (trial {number})" if number is not None else ref
 
 
 MAX_TRIALS = 12  # columns a terminal and a figure's legend still show
@@ -99,7 +121,7 @@ MAX_TRIALS = 12  # columns a terminal and a figure's legend still show
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=command("compare"), description=__doc__.splitlines()[0])
     parser.add_argument("trials", nargs="+", metavar="TRIAL",
-                        help=f"two to {MAX_TRIALS} trial numbers or exported JSON files")
+                        help=f"two to {MAX_TRIALS} trial numbers, exported JSON files or ensemble folders")
     add_study_args(parser)
     parser.add_argument("--allow-mixed", action="store_true",
                         help="compare trials of different data sets or held-out splits anyway (with a warning)")

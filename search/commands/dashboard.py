@@ -18,6 +18,7 @@ import sys
 import threading
 from wsgiref.simple_server import WSGIServer, make_server
 
+from search.artifacts import AtomicArtifactStore, find_dir
 from search.cli import command, int_between, run_main
 from search.errors import EXIT_INTERRUPTED, UsageError
 from search.interrupts import SIGNALS, sigterm_as_interrupt
@@ -97,16 +98,19 @@ def main(argv=None) -> int:
     if args.study_name is not None:
         check_study_name(args.study_name)
     url = check_storage_url(args.storage or default_storage(args.study_name or DEFAULT_STUDY_NAME))
+    folder = None
     if args.study_name is not None or args.storage is None:
         # A named study must exist (a missing one is one clear line, not an empty page); its page opens.
         study = load_existing_study(args.study_name or DEFAULT_STUDY_NAME, url)
         what, page = f"study {study.study_name}", f"/dashboard/studies/{study._study_id}"
+        folder = find_dir(study, url)  # its kept models: listed and downloadable on each trial's page
     else:  # a storage alone: any study in it; an unreachable server or a missing file is one line here
         names = study_names(url)[1]
         what, page = f"{len(names)} stud{'y' if len(names) == 1 else 'ies'}", "/dashboard"
     check_can_listen(args.host, args.port)  # a bad host or a busy port: one line, before the app is built
     # The storage opened here, not its URL: optuna-dashboard cannot guess a storage from journal:PATH.
-    return serve(wsgi(open_storage(url, heartbeat_interval=None)), args.host, args.port,
+    store = AtomicArtifactStore(folder) if folder is not None else None
+    return serve(wsgi(open_storage(url, heartbeat_interval=None), artifact_store=store), args.host, args.port,
                  banner=f"optuna-dashboard for {redact(url)} ({what}): http://{args.host}:{args.port}{page}")
 
 

@@ -1,6 +1,7 @@
-"""Load a saved model folder (config.json + model.safetensors; nothing unpickled) and score it.
+"""Load a saved model or ensemble folder (safetensors and JSON; nothing unpickled) and score it.
 
     se-cca-search evaluate runs/best
+    se-cca-search evaluate runs/ensemble            # written by se-cca-search ensemble
     se-cca-search evaluate runs/best --eval-on val --data-dir /data
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 
 from model import load_model
+from model.ensemble import is_ensemble_folder, read_ensemble
 from model.io import CONFIG, WEIGHTS
 from search.cli import add_data_dir_arg, add_device_arg, command, run_main
 from search.data import EVAL_ON, DataOptions, load_splits, trained_on_val
@@ -24,8 +26,11 @@ from search.idx import IMAGE_SIZE, NUM_CLASSES
 
 
 def open_model(folder: Path, device):
-    """load_model with one-line errors for anything that is not a saved model folder."""
+    """load_model with one-line errors for anything that is not a saved model or ensemble folder. -> (model,
+    config), where an ensemble's config is its ensemble.json with ``data`` as a model's config.json has it."""
     folder = Path(folder)
+    if is_ensemble_folder(folder):
+        return open_ensemble(folder, device)
     if not folder.is_dir() or not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
         raise UsageError(f"{folder} is not a saved model folder (it needs {CONFIG} and {WEIGHTS}, as written by "
                          "retrain or train -o); .pt/.pth pickles are never loaded")
@@ -35,6 +40,23 @@ def open_model(folder: Path, device):
         return load_model(folder, device=device), config
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as exc:
         raise UsageError(f"{folder}: cannot load the model ({str(exc).splitlines()[0]})") from None
+
+
+def open_ensemble(folder: Path, device):
+    try:
+        record = read_ensemble(folder)
+        for member in record["members"]:
+            sub = folder / member["folder"]
+            if not sub.is_dir():
+                raise ValueError(f"member folder {member['folder']} is missing")
+            check_fits_data(sub, json.loads((sub / CONFIG).read_text(encoding="utf-8")).get("model"))
+        model = load_model(folder, device=device)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, RuntimeError,
+            SafetensorError) as exc:
+        raise UsageError(f"{folder}: cannot load the ensemble ({str(exc).splitlines()[0]})") from None
+    data = record.get("data")
+    return model, {"data": {**data, "trained_on_val": bool(record.get("trained_on_val"))}
+                   if isinstance(data, dict) else None}
 
 
 # What every data set here gives a network: one-channel 28x28 images of 10 classes (search.idx).

@@ -4,9 +4,9 @@
     se-cca-search report --study-name quick -o quick.html
 
 Optimisation history, parameter importances, parallel coordinate, slice, contour of the two most
-important params, intermediate values, timeline; the learning curves of the best and the baseline
-trials; a sortable trial table with each trial's fit diagnosis; and a warning when the best trials sit
-at the edge of a search range.
+important params, intermediate values, timeline; the ensemble the kept models give; the learning curves
+of the best and the baseline trials; a sortable trial table with each trial's fit diagnosis; and a warning
+when the best trials sit at the edge of a search range.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 from search.answer import baseline_trial, best_by_mean, best_first, best_trial, ranked
 from search.cli import command, run_main
 from search.diagnosis import REMEDIES, diagnose_trial
+from search.ensemble_selection import describe
 from search.errors import UsageError
 from search.plots import learning_curves, table_html, write_html
 from search.pruning import STEPS_PER_EPOCH, last_report
@@ -106,14 +107,28 @@ def metric_name(study: optuna.Study) -> str:
     return (study.metric_names or [None])[0] or "objective value"
 
 
-def build_sections(study: optuna.Study) -> list:
+def build_sections(study: optuna.Study, storage_url: str = "") -> list:
     with warnings.catch_warnings():
         # With few trials Optuna's importance evaluator warns that every importance is equal; the plot shows it.
         warnings.filterwarnings("ignore", message="The number of trials is too small to compute importances")
-        return _sections(study)
+        return _sections(study, storage_url)
 
 
-def _sections(study: optuna.Study) -> list:
+def ensemble_section(study: optuna.Study, storage_url: str) -> tuple[str, str] | None:
+    """The ensemble the study's kept models would give (search.ensemble_selection), once two are kept."""
+    described = describe(study, storage_url)
+    if described is None:
+        return None
+    title = f"ensemble of the kept models ({command('ensemble')} builds and saves it)"
+    if "error" in described:
+        return title, f'<p class="warn">{html.escape(described["error"])}</p>'
+    rows = [[trial, f"{weight:.3f}", f"{loss:.4f}", f"{acc:.2%}"] for trial, weight, loss, acc in described["rows"]]
+    return title, (f"<p>{html.escape(described['line'])} (chosen from {described['kept']} kept models; held-out "
+                   "loss is the plain cross-entropy)</p>"
+                   + table_html(["trial", "weight", "held-out loss", "held-out accuracy"], rows, sortable=False))
+
+
+def _sections(study: optuna.Study, storage_url: str) -> list:
     vis = optuna.visualization
     done = completed_trials(study)
     name = metric_name(study)
@@ -127,6 +142,8 @@ def _sections(study: optuna.Study) -> list:
                          table_html(["trial", f"{name}: runs", "params"], [
                              [r["trial"].number, format_runs(r), format_params(r["trial"].params)] for r in rows],
                              sortable=False)))
+    if (ensemble := ensemble_section(study, storage_url)) is not None:
+        sections.append(ensemble)
     sections.append((f"learning curves: the {TOP_CURVES} best trials and the baseline config",
                      learning_curves(top_curves(study))))
     sections.append(
@@ -201,7 +218,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    study, _ = study_and_output(args, "html")
+    study, storage_url = study_and_output(args, "html")
     if not completed_trials(study):
         raise UsageError(f"study {args.study_name!r} has no completed trial yet; nothing to report")
     states = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState}
@@ -210,7 +227,7 @@ def main(argv=None) -> int:
              + ", ".join(f"{n} {k}" for k, n in states.items() if n) + f"), best {metric_name(study)} "
              f"{best.value:.4f} (trial {best.number}"
              + (", by the mean of its runs: see below" if best_by_mean(study) else "") + ")")
-    write_html(args.output, title, build_sections(study))
+    write_html(args.output, title, build_sections(study, storage_url))
     print(f"wrote {args.output}")
     for line in edge_warnings(study):
         print(f"warning: {line}")

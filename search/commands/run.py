@@ -14,12 +14,14 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
 from model import IMPLS
 from search import space as search_space
+from search.artifacts import KEEP_MODELS, check_dir, resolve_dir
 from search.cli import (
     add_compile_arg,
     add_data_args,
@@ -38,7 +40,7 @@ from search.errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
 from search.live import INTERVAL_S, LiveDashboard
 from search.metrics import METRIC_NAMES, METRICS
 from search.optimize import SAMPLERS, check_sampler, rescore_here, run_here
-from search.pruning import PRUNERS
+from search.pruning import MIN_COMPLETE, PRUNERS
 from search.recovery import counts_toward_total, interrupted_numbers
 from search.rescore import TOP, missing_repeats
 from search.storage import (
@@ -84,6 +86,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     how.add_argument("--pruner", choices=PRUNERS, default="successive-halving",
                      help="pruner (default: successive-halving: the best third of the trials that reached a third "
                           "of an epoch go on to one epoch, the best third of those to 3, then 9)")
+    how.add_argument("--min-complete", type=int_between(0, 1000, "a number of trials from 0 to 1000"),
+                     default=MIN_COMPLETE, metavar="K",
+                     help="successive halving prunes no trial past its first third of an epoch until K trials "
+                          "besides the baseline config have completed: a pool for the answer and the ensemble; 0: "
+                          f"plain successive halving (default: {MIN_COMPLETE})")
     how.add_argument("--rungs", type=int_between(1, 4, "a number of rungs from 1 to 4"), default=1,
                      help="successive halving over the training-set size (the seed's 'small sample first'): "
                           "with 3, every trial trains on 1/9 of the images, the best third goes on to 1/3, the "
@@ -113,6 +120,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     hardware.add_argument("--impl", choices=IMPLS, default="auto", help="attention implementation (default: auto)")
     add_compile_arg(hardware)
 
+    kept = parser.add_argument_group("models kept for an ensemble (se-cca-search ensemble)")
+    kept.add_argument("--keep-models", type=int_between(0, 10000, "a number of models from 0 to 10000"),
+                      default=KEEP_MODELS,
+                      help="store the models of the best N complete trials (weights and held-out predictions, "
+                           "about 2.5 MB each) as Optuna artifacts, deleting those pushed out; 0: store none "
+                           f"(default: {KEEP_MODELS})")
+    kept.add_argument("--artifacts", type=Path, default=None, metavar="DIR",
+                      help="the folder of the study's artifact store; a folder every machine sees for workers on "
+                           "many machines (default: beside a file study, studies/NAME.artifacts/; else "
+                           "studies/<study-name>.artifacts/)")
+
     machines = parser.add_argument_group("watching, and many machines")
     machines.add_argument("--live", action=argparse.BooleanOptionalAction, default=True,
                           help="keep optuna-dashboard current while trials run; --no-live writes the study's "
@@ -134,6 +152,8 @@ def check_args(args: argparse.Namespace) -> str:
         raise UsageError(f"--startup-trials is TPE's; --sampler {args.sampler} does not take it: leave it out, or "
                          "use --sampler tpe")
     check_sampler(args.sampler)
+    if args.artifacts is not None:
+        check_dir(args.artifacts)
     return check_storage_url(args.storage or default_storage(args.study_name))
 
 
@@ -152,6 +172,7 @@ def main(argv=None, *, clock: Callable[[], float] = time.monotonic) -> int:
         print(f"failed and re-enqueued trial(s) {', '.join(map(str, reaped))}: their worker process is gone")
     if interrupted:
         print(f"re-enqueued interrupted trial(s) {', '.join(map(str, interrupted))}: they run first, same params")
+    args.artifact_dir = str(resolve_dir(study, storage_url, args.artifacts)) if args.keep_models else None
     if args.create_only:
         print(f"study {args.study_name} is ready in {redact(storage_url)}; start workers with the same command "
               "without --create-only")
@@ -171,7 +192,8 @@ def main(argv=None, *, clock: Callable[[], float] = time.monotonic) -> int:
     metric_name = METRIC_NAMES[args.metric]
     with storage_errors(storage_url):
         study.set_user_attr("run_settings", {"sampler": args.sampler, "startup_trials": args.startup_trials,
-                                             "pruner": args.pruner, "workers": args.workers,
+                                             "pruner": args.pruner, "min_complete": args.min_complete,
+                                             "workers": args.workers,
                                              "device": where, "compiled": bool(args.compile)})
         # The dashboard's study figures and note follow the trials while they run (search.live).
         with LiveDashboard(study, storage_url, metric_name, interval=INTERVAL_S if args.live else None):

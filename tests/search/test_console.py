@@ -50,15 +50,18 @@ def test_every_command_that_writes_takes_dash_o(name, capsys):
     assert str(getattr(args, "out", None) or getattr(args, "output", None)) == "somewhere"
 
 
-def test_only_search_run_is_a_module_of_its_own():
-    """`python -m search.run` is the command users are given first; every other command is the console
-    script's (or `python -m search <command>`): no alias modules."""
+# Entry modules of their own: `python -m search.run`, the command users are given first, and
+# `python -m search.ensemble`, the ensemble's (issue 36). Every other command is the console script's (or
+# `python -m search <command>`): no alias modules.
+ENTRY_MODULES = {"run", "ensemble"}
+
+
+def test_only_run_and_ensemble_are_modules_of_their_own():
     import importlib.util
 
-    assert importlib.util.find_spec("search.run") is not None
     for name in console.COMMANDS:
-        if name != "run":
-            assert importlib.util.find_spec(f"search.{name.replace('-', '_')}") is None, name
+        found = importlib.util.find_spec(f"search.{name.replace('-', '_')}") is not None
+        assert found == (name in ENTRY_MODULES), name
 
 
 @pytest.mark.e2e

@@ -64,7 +64,7 @@ def test_the_baseline_is_never_pruned_in_a_first_run_or_a_retry(tmp_path, monkey
         def prune(self, study, trial):
             return True
 
-    monkeypatch.setattr(optimize, "make_pruner", lambda name, max_epochs, rungs: AlwaysPrune())
+    monkeypatch.setattr(optimize, "make_pruner", lambda *args, **kwargs: AlwaysPrune())
     interrupt_fit_call(monkeypatch, call=1)  # the baseline, trial 0
     assert search(tmp_path, "--trials", "3", "--epochs-range", "2", "2") == 130
     interrupt_fit_call(monkeypatch, call=0)  # no more interrupts; the pruner still prunes everything

@@ -76,7 +76,7 @@ class AlwaysPrune(optuna.pruners.BasePruner):
 
 
 def test_a_pruner_that_always_prunes_gives_pruned_trials(tmp_path, monkeypatch):
-    monkeypatch.setattr(optimize, "make_pruner", lambda name, max_epochs, rungs: AlwaysPrune())
+    monkeypatch.setattr(optimize, "make_pruner", lambda *args, **kwargs: AlwaysPrune())
     assert run_cli(tmp_path, "--trials", "3", "--epochs-range", "2", "2") == 0
     study = load(tmp_path / "t.db")
     # The baseline config runs to its end (the study's reference); every other trial is pruned.
@@ -95,7 +95,7 @@ def test_no_trial_is_pruned_at_its_last_epoch(tmp_path, monkeypatch):
         def prune(self, study, trial):
             return trial.last_step >= STEPS_PER_EPOCH
 
-    monkeypatch.setattr(optimize, "make_pruner", lambda name, max_epochs, rungs: PruneAtEveryEpochEnd())
+    monkeypatch.setattr(optimize, "make_pruner", lambda *args, **kwargs: PruneAtEveryEpochEnd())
     assert run_cli(tmp_path, "--trials", "3", "--epochs-range", "1", "1") == 0
     study = load(tmp_path / "t.db")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
@@ -461,10 +461,14 @@ PRUNER_CLASSES = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pru
 
 @pytest.mark.parametrize("name", pruning.PRUNERS)
 def test_every_pruner_is_the_one_named(name):
-    assert type(pruning.make_pruner(name)) is PRUNER_CLASSES[name]
+    def kind(pruner):  # successive halving comes wrapped in the pool rule (--min-complete)
+        return type(pruner.inner) if isinstance(pruner, pruning.PoolPruner) else type(pruner)
+
+    assert kind(pruning.make_pruner(name)) is PRUNER_CLASSES[name]
+    assert isinstance(pruning.make_pruner(name), pruning.PoolPruner) == (name == "successive-halving")
     # --rungs > 1 means successive halving over the training-set size, whatever pruner was named, but "none"
     expected = optuna.pruners.NopPruner if name == "none" else optuna.pruners.SuccessiveHalvingPruner
-    assert type(pruning.make_pruner(name, rungs=3)) is expected
+    assert kind(pruning.make_pruner(name, rungs=3)) is expected
 
 
 @pytest.mark.parametrize(("devices", "cores", "expected"), [
