@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,8 +109,12 @@ class Objective:
             trial.set_user_attr(key, v)
         if self.keeper is not None:  # after the training loop: it never slows a trial's images/s
             logits = held_out_logits(model, self.data.held_out_x)
-            self.keeper.offer(trial, value, model, logits, self.data.held_out_y,
-                              {"train": train_config.to_dict(), "params": dict(trial.params)})
+            try:
+                self.keeper.offer(trial, value, model, logits, self.data.held_out_y,
+                                  {"train": train_config.to_dict(), "params": dict(trial.params)})
+            except OSError as exc:  # a full disk costs the trial's model file, never its result
+                print(f"warning: trial {trial.number}'s model was not stored ({exc.strerror or exc}); its result "
+                      "is kept", file=sys.stderr, flush=True)
         annotate(trial, {**curves, **final, "n_params": count_parameters(model)}, status="complete")
         return value
 

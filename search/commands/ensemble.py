@@ -81,6 +81,9 @@ def pool(study, folder: Path, labels: torch.Tensor, exclude: set[int]) -> list[S
     if len(complete) < 2:
         raise UsageError(f"study {study.study_name!r} has {len(complete)} complete trial(s); an ensemble needs two or "
                          "more: run more trials (python -m search.run --trials N with a larger N)")
+    unknown = sorted(exclude - {t.number for t in study.get_trials(deepcopy=False)})
+    if unknown:
+        raise UsageError(f"--exclude {' '.join(map(str, unknown))}: no such trial in study {study.study_name!r}")
     kept = [t for t in stored_trials(study) if t.number not in exclude]
     if len(kept) < 2:
         left = f", {len(exclude)} excluded" if exclude else ""

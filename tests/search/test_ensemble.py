@@ -325,3 +325,23 @@ def test_an_ensemble_folder_that_is_not_one_is_refused_by_evaluate(tmp_path, cap
                                                       "members": [{"folder": "../x", "weight": 1}]}))
     assert run_main(evaluate.main, [str(folder)]) == 2
     assert "cannot load the ensemble" in capsys.readouterr().err
+
+
+def test_a_model_that_cannot_be_stored_costs_the_file_not_the_trial(tmp_path, capsys, monkeypatch):
+    import errno
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(artifacts.ModelKeeper, "offer", disk_full)
+    assert search(tmp_path, "--trials", "2") == 0
+    assert [t.state for t in study_of(tmp_path).trials] == [TrialState.COMPLETE] * 2
+    assert "model was not stored (No space left on device); its result is kept" in capsys.readouterr().err
+
+
+def test_exclude_names_trials_of_the_study(tmp_path, capsys):
+    assert search(tmp_path, "--trials", "3") == 0
+    assert build(tmp_path, "--no-retrain", "-o", str(tmp_path / "e"), "--exclude", "99") == 2
+    assert "--exclude 99: no such trial" in capsys.readouterr().err
+    assert build(tmp_path, "--no-retrain", "-o", str(tmp_path / "e"), "--exclude", "0", "1") == 2
+    assert "kept the models of 1 complete trial(s), 2 excluded" in capsys.readouterr().err
