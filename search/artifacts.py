@@ -53,10 +53,6 @@ class AtomicArtifactStore(FileSystemArtifactStore):
     """Optuna's file-system store, writing through a temp file and a rename: a reader (the dashboard, an
     ensemble) never sees half a model, and a killed writer leaves no half file under an artifact id."""
 
-    def __init__(self, base_path: str | Path) -> None:
-        super().__init__(base_path)
-        self.base_path = Path(base_path)
-
     def write(self, artifact_id: str, content_body) -> None:
         from model.io import default_mode
 
@@ -230,7 +226,7 @@ class StoredModel:
     meta: dict
 
 
-def read_model(study: optuna.Study, folder: Path, trial: FrozenTrial, labels: torch.Tensor | None) -> StoredModel:
+def read_model(folder: Path, trial: FrozenTrial, labels: torch.Tensor | None) -> StoredModel:
     """A trial's stored model, refused by name if its file is missing, altered, or from another split than
     ``labels`` (None: the file's own labels are taken, for the views, which have no data set loaded)."""
     import torch
@@ -278,7 +274,3 @@ def stored_trials(study: optuna.Study) -> list[FrozenTrial]:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     deleted = deleted_numbers(study)
     return better_first(study, [t for t in complete if artifact_id(t) and t.number not in deleted])
-
-
-def folder_size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())

@@ -83,7 +83,7 @@ def describe(study, storage_url: str, max_size: int = MAX_SIZE) -> dict | None:
     if folder is None:
         return {"error": "the study's model folder is not found (moved or deleted?)"}
     try:
-        stored = [read_model(study, folder, t, None) for t in kept]
+        stored = [read_model(folder, t, None) for t in kept]
     except SearchError as exc:
         return {"error": str(exc)}
     labels = stored[0].labels

@@ -8,6 +8,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.answer import baseline_trial, best_by_mean, best_trial, ranked
+from search.artifacts import find_dir, stored_trials
 from search.cli import command
 from search.storage import default_storage, journal_path, redact
 
@@ -127,6 +128,11 @@ def summary(study: optuna.Study, storage: str, metric_name: str) -> str:
         if best is not None and best_by_mean(study) is None:
             lines.append(f"  trial {best.number}, the best single run, finished after the re-scoring: run "
                          "search.run with --repeats again to re-score it")
+    folder = find_dir(study, storage)
+    kept = stored_trials(study) if folder is not None else []
+    if kept:
+        size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        lines.append(f"models kept: {len(kept)} of the complete trials, in {folder}/ ({size / 1e6:.1f} MB)")
     journal = journal_path(storage)
     dashboard_arg = str(journal) if journal is not None else redact(storage)  # it opens a journal file directly
     lines += ["next:",
@@ -134,4 +140,7 @@ def summary(study: optuna.Study, storage: str, metric_name: str) -> str:
               f"  {command('report')} {storage_args(study.study_name, storage)} -o report.html",
               f"  {command('export')} {storage_args(study.study_name, storage)} -o best.json",
               f"  {command('retrain')} best.json -o runs/{study.study_name}"]
+    if len(kept) >= 2:
+        lines.append(f"  {command('ensemble')} {storage_args(study.study_name, storage)} "
+                     f"-o runs/{study.study_name}-ensemble")
     return "\n".join(lines)

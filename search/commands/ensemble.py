@@ -75,8 +75,8 @@ def check_output(out: Path, overwrite: bool) -> None:
     check_output_folder(out, overwrite=False)
 
 
-def pool(study, folder: Path, labels: torch.Tensor, exclude: set[int]) -> list[StoredModel]:
-    """The kept models, read and checked (any missing or altered file refused by trial), best trial first."""
+def pool(study, exclude: set[int]):
+    """The complete trials with a kept model, best first, checked before any data is loaded."""
     complete = completed_trials(study)
     if len(complete) < 2:
         raise UsageError(f"study {study.study_name!r} has {len(complete)} complete trial(s); an ensemble needs two or "
@@ -89,7 +89,7 @@ def pool(study, folder: Path, labels: torch.Tensor, exclude: set[int]) -> list[S
         left = f", {len(exclude)} excluded" if exclude else ""
         raise UsageError(f"study {study.study_name!r} kept the models of {len(kept)} complete trial(s){left}; an "
                          "ensemble needs two or more (search.run keeps them unless --keep-models 0)")
-    return [read_model(study, folder, t, labels) for t in kept]
+    return kept
 
 
 def retrain_member(study, stored: StoredModel, cache: Path, seed: int, args) -> Path:
@@ -138,6 +138,7 @@ def main(argv=None) -> int:
     out = args.out or Path("runs") / f"{args.study_name}-ensemble{'' if args.retrain else '-search'}"
     check_output(out, args.overwrite)
     study = load_existing_study(args.study_name, storage_url)
+    kept = pool(study, set(args.exclude))
     folder = args.artifacts or find_dir(study, storage_url)
     if folder is None or not Path(folder).is_dir():
         raise UsageError(f"study {args.study_name!r}: its model folder is not found (moved or deleted?); give it with "
@@ -147,7 +148,8 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     data = load_splits(options)
     start = time.perf_counter()
-    stored = pool(study, Path(folder), data.held_out_y, set(args.exclude))
+    # Every file read and checked (a missing, altered or foreign one refused by trial) before any work.
+    stored = [read_model(Path(folder), t, data.held_out_y) for t in kept]
     choice = select([s.logits for s in stored], data.held_out_y, args.max_size)
     members = [(stored[i], w) for i, w in choice.members]
     print(f"{'trial':>6}  {'weight':>6}  {'held-out loss':>13}  {'accuracy':>8}  params")

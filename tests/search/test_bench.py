@@ -107,3 +107,28 @@ def test_search_benchmark_refuses_a_repeated_retrain_seed_before_searching(capsy
                                         "--out-dir", str(out)]) != 0
     err = capsys.readouterr().err.strip()
     assert err == "error: --retrain-seeds 3 3: give each seed once" and not out.exists()
+
+
+@pytest.mark.e2e
+def test_search_benchmark_ensemble_arm_reuses_the_answer_s_retrain_and_reports_both_ensembles(tmp_path):
+    from search.commands import run
+    from search.commands.bench_search import ensemble_rows, export_and_retrain, table
+
+    storage = f"sqlite:///{tmp_path / 'b.db'}"
+    assert run_main(run.main, ["--study-name", "b", "--storage", storage, "--dataset", "synthetic", "--data-dir",
+                               str(tmp_path), "--trials", "4", "--train-subset", "200", "--val-size", "200",
+                               "--workers", "1", "--no-compile", "--pruner", "none", "--epochs-range", "1", "1",
+                               "--metric", "loss", "--no-live"]) == 0
+    log = tmp_path / "commands.log"
+    tool = export_and_retrain(storage, "b", tmp_path, "b", str(tmp_path), log)
+    base = export_and_retrain(storage, "b", tmp_path, "baseline-s1", str(tmp_path), log, trial=0)
+    args = type("Args", (), {"retrain_seeds": None, "data_dir": str(tmp_path)})()
+    rows = ensemble_rows(args, 1, storage, "b", tmp_path, log, {**tool, "search_s": 5.0, "trials": {}}, base)
+    assert set(rows) == {"ensemble", "ensemble-search"}
+    for arm, row in rows.items():
+        record = json.loads((tmp_path / f"{arm}-s1" / "ensemble.json").read_text())
+        assert row["test_loss"] == record["test_loss"] and row["members"][0][0] == record["members"][0]["trial"]
+        assert record["retrained"] == (arm == "ensemble")
+    # the answer (the lowest held-out loss: the selection's start) was retrained once, by the tool arm
+    assert f"trial {tool['trial_number']}: already retrained" in log.read_text()
+    assert len(table([{**r, "arm": a} for a, r in rows.items()]).splitlines()) == 4

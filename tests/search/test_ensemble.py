@@ -112,7 +112,7 @@ def test_the_best_n_complete_trials_keep_their_models_as_optuna_artifacts(tmp_pa
     for trial in kept:  # what the dashboard lists on the trial's page, and the file it downloads
         meta = optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)
         assert [m.filename for m in meta] == [f"trial-{trial.number}.safetensors"]
-        stored = artifacts.read_model(study, folder, trial, None)
+        stored = artifacts.read_model(folder, trial, None)
         assert stored.logits.shape == (200, 10) and stored.meta["trial"] == trial.number
         model = load_model_from(stored)
         assert loss_and_accuracy(torch.softmax(stored.logits.double(), 1), stored.labels)[0] == \
