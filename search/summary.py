@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -132,7 +133,8 @@ def summary(study: optuna.Study, storage: str, metric_name: str) -> str:
     kept = stored_trials(study) if folder is not None else []
     if kept:
         size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-        lines.append(f"models kept: {len(kept)} of the complete trials, in {folder}/ ({size / 1e6:.1f} MB)")
+        shown = folder.relative_to(Path.cwd()) if folder.is_relative_to(Path.cwd()) else folder
+        lines.append(f"models kept: {len(kept)} of the complete trials, in {shown}/ ({size / 1e6:.1f} MB)")
     journal = journal_path(storage)
     dashboard_arg = str(journal) if journal is not None else redact(storage)  # it opens a journal file directly
     lines += ["next:",

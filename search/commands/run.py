@@ -124,7 +124,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     kept.add_argument("--keep-models", type=int_between(0, 10000, "a number of models from 0 to 10000"),
                       default=KEEP_MODELS,
                       help="store the models of the best N complete trials (weights and held-out predictions, "
-                           "about 2.5 MB each) as Optuna artifacts, deleting those pushed out; 0: store none "
+                           "0.8-3.7 MB each) as Optuna artifacts, deleting those pushed out; 0: store none "
                            f"(default: {KEEP_MODELS})")
     kept.add_argument("--artifacts", type=Path, default=None, metavar="DIR",
                       help="the folder of the study's artifact store; a folder every machine sees for workers on "
