@@ -139,8 +139,10 @@ def main(argv=None) -> int:
     check_output(out, args.overwrite)
     study = load_existing_study(args.study_name, storage_url)
     kept = pool(study, set(args.exclude))
+    if args.artifacts is not None and not args.artifacts.is_dir():
+        raise UsageError(f"--artifacts {args.artifacts} is not a folder; give the folder the study's models are in")
     folder = args.artifacts or find_dir(study, storage_url)
-    if folder is None or not Path(folder).is_dir():
+    if folder is None:
         raise UsageError(f"study {args.study_name!r}: its model folder is not found (moved or deleted?); give it with "
                          "--artifacts DIR")
     identity = study.user_attrs.get("identity") or {}

@@ -339,8 +339,10 @@ def test_a_model_that_cannot_be_stored_costs_the_file_not_the_trial(tmp_path, ca
     assert "model was not stored (No space left on device); its result is kept" in capsys.readouterr().err
 
 
-def test_exclude_names_trials_of_the_study(tmp_path, capsys):
+def test_exclude_names_trials_of_the_study_and_artifacts_a_folder(tmp_path, capsys):
     assert search(tmp_path, "--trials", "3") == 0
+    assert build(tmp_path, "--no-retrain", "-o", str(tmp_path / "e"), "--artifacts", str(tmp_path / "nowhere")) == 2
+    assert f"--artifacts {tmp_path / 'nowhere'} is not a folder" in capsys.readouterr().err
     assert build(tmp_path, "--no-retrain", "-o", str(tmp_path / "e"), "--exclude", "99") == 2
     assert "--exclude 99: no such trial" in capsys.readouterr().err
     assert build(tmp_path, "--no-retrain", "-o", str(tmp_path / "e"), "--exclude", "0", "1") == 2
