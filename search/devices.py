@@ -9,6 +9,7 @@ import sys
 import torch
 
 from search.errors import UsageError, one_line
+from search.interrupts import deferred_signals
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
 
@@ -62,10 +63,13 @@ def apply_compile_flag(enabled: bool | None, device) -> bool:
     # torch's C++ toolchain probe logs a CUDA_HOME warning on CPU-only machines: noise, not news.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
-        use_compiled_kernels(True)
-        # The warm-up compiles both kernels at their one static shape (chunks of the 28x28 logits).
-        t = torch.zeros(COMPILED_CHUNK, 28, 28, device=device, requires_grad=True)
-        cross_softmax_mean(t, t.detach()).sum().backward()
+        # Ctrl-C waits for the warm-up: it imports torch's dynamo and inductor, and an exception raised inside
+        # an import can be lost or fatal (search.interrupts.process).
+        with deferred_signals():
+            use_compiled_kernels(True)
+            # The warm-up compiles both kernels at their one static shape (chunks of the 28x28 logits).
+            t = torch.zeros(COMPILED_CHUNK, 28, 28, device=device, requires_grad=True)
+            cross_softmax_mean(t, t.detach()).sum().backward()
     except Exception as exc:  # inductor raises many types; any of them means "cannot compile here"
         use_compiled_kernels(False)
         if enabled:

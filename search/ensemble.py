@@ -6,10 +6,10 @@ The rule that picks the members is search.ensemble_selection.
 if __name__ == "__main__":
     from search.interrupts import process
 
-    def command() -> int:
+    def load():
         from search.cli import run_main
         from search.commands.ensemble import main
 
-        return run_main(main)
+        return lambda: run_main(main)
 
-    process(command)
+    process(load)

@@ -5,9 +5,11 @@
 - ``interrupt_once``: inside the trial loop, one KeyboardInterrupt and then nothing, so a second Ctrl-C
   cannot cut short Optuna's marking of the interrupted trial as FAIL.
 - ``deferred_signals``: a block that must finish whole (creating a study: its schema, attributes and
-  seed trial); a signal during it is remembered and raised as KeyboardInterrupt right after.
+  seed trial), or one whose libraries may lose a KeyboardInterrupt raised inside them (the first
+  torch.compile); a signal during it is remembered and raised as KeyboardInterrupt right after.
 - ``process``: a command's whole process, from its first import to the interpreter's exit (the entry
-  points ``python -m search.run``, ``python -m search`` and ``se-cca-search`` run through it).
+  points ``python -m search.run``, ``python -m search.ensemble``, ``python -m search`` and ``se-cca-search``
+  run through it).
 
 This module imports nothing but the standard library and search.errors: ``process`` must be in place
 before torch's imports, which take the first 1-4 s of every command.
@@ -15,6 +17,7 @@ before torch's imports, which take the first 1-4 s of every command.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -58,27 +61,57 @@ def deferred_signals():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if received:
-        raise KeyboardInterrupt
+        if received:  # the interrupt wins over an error the block raised meanwhile
+            raise KeyboardInterrupt
 
 
-def process(command: Callable[[], int]) -> None:
-    """Run ``command`` (it imports what it needs, runs, and returns an exit code) as the whole process, and
-    exit with its code. SIGTERM means Ctrl-C from the first moment, so a signal during the imports is the
-    one ``interrupted`` line and exit 130, not a traceback or a death by signal (143). Once the command
-    has its code its work is done: a signal while the interpreter shuts down (joining threads, exit hooks)
-    ends the process at once with that code."""
-    signal.signal(signal.SIGTERM, sigterm_as_interrupt)
+def process(load: Callable[[], Callable[[], int]]) -> None:
+    """Run a command as the whole process and exit with its code. ``load`` imports what the command needs
+    and returns it; the command runs and returns an exit code.
+
+    Ctrl-C or SIGTERM during ``load`` is remembered and acted on once the imports are done: an exception
+    raised inside an import can be lost (an import that catches it and goes on, so the command ran to the
+    end) or fatal (a C++ module's init aborts on it with SIGABRT). From then on SIGTERM means Ctrl-C, so a
+    signal is the one ``interrupted`` line and exit 130, not a traceback or a death by signal (143).
+    Once the command has its code its work is done: a signal while the interpreter shuts down (joining
+    threads, exit hooks) ends the process at once with that code, and so does the last exit hook
+    (``_exit_with_the_commands_code``)."""
+    received = []
+    for sig in SIGNALS:
+        signal.signal(sig, lambda signum, frame: received.append(signum))
     code = EXIT_FAILED  # an unexpected exception: Python prints it and exits 1
     try:
+        try:
+            command = load()
+        finally:  # the handlers first, then the check: a signal between the two still interrupts
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, sigterm_as_interrupt)
+        if received:
+            raise KeyboardInterrupt
         code = command()
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
         code = EXIT_INTERRUPTED
+    except SystemExit as exc:  # argparse's usage error: Python exits with the code it carries
+        code = exc.code if isinstance(exc.code, int) else EXIT_FAILED if exc.code else 0
+        raise
     finally:
         for sig in SIGNALS:
             signal.signal(sig, exit_now(code))
+        _exit_code[:] = [code]
     sys.exit(code)
+
+
+_exit_code: list[int] = []
+
+
+@atexit.register  # at import, before the command's imports register theirs, so it runs after all of them
+def _exit_with_the_commands_code() -> None:
+    """End the process with the command's own code once every other exit hook has run. Python 3.11 exits
+    by SIGINT (-2, not 130) whenever a KeyboardInterrupt once passed through code run by ``exec`` (SQLAlchemy,
+    dataclasses and namedtuple build their methods that way), even though the command caught it."""
+    if _exit_code:
+        exit_now(_exit_code[0])(None, None)
 
 
 def exit_now(code: int):

@@ -6,10 +6,10 @@ Every other command runs as ``se-cca-search <command>`` or ``python -m search <c
 if __name__ == "__main__":
     from search.interrupts import process
 
-    def command() -> int:
+    def load():
         from search.cli import run_main
         from search.commands.run import main
 
-        return run_main(main)
+        return lambda: run_main(main)
 
-    process(command)
+    process(load)

@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
+from collections.abc import Callable
 
 from search.errors import EXIT_OK, EXIT_USAGE
 
@@ -39,26 +41,39 @@ def usage() -> str:
         "\n\n`se-cca-search <command> --help` lists a command's flags."
 
 
-def main(argv: list[str] | None = None) -> int:
-    from search.cli import run_main
-
+def load(argv: list[str] | None = None) -> Callable[[], int]:
+    """The command ``argv`` names, imported and ready to run (``process`` runs the imports and the work apart)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(usage(), file=sys.stdout if argv else sys.stderr)
-        return EXIT_OK if argv else EXIT_USAGE
+        return functools.partial(print_usage, EXIT_OK if argv else EXIT_USAGE)
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"error: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
-        return EXIT_USAGE
+        return functools.partial(unknown_command, name)
+    from search.cli import run_main
+
     module = importlib.import_module(f"search.commands.{name.replace('-', '_')}")
-    return run_main(module.main, rest)
+    return functools.partial(run_main, module.main, rest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return load(argv)()
+
+
+def print_usage(code: int) -> int:
+    print(usage(), file=sys.stdout if code == EXIT_OK else sys.stderr)
+    return code
+
+
+def unknown_command(name: str) -> int:
+    print(f"error: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def entry() -> None:
-    """The console script and ``python -m search``: ``main`` as the whole process (search.interrupts)."""
+    """The console script and ``python -m search``: the command as the whole process (search.interrupts)."""
     from search.interrupts import process
 
-    process(main)
+    process(load)
 
 
 if __name__ == "__main__":
