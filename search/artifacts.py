@@ -36,6 +36,8 @@ from optuna.trial import FrozenTrial, TrialState
 from search.errors import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
 
 KEEP_MODELS = 20  # the default --keep-models: the ensembles measured used 6-9; 20 files are at most ~75 MB
@@ -182,17 +184,18 @@ class ModelKeeper:
     def __post_init__(self) -> None:
         self.store = AtomicArtifactStore(self.folder)
 
-    def offer(self, trial: optuna.Trial, value: float, model, logits: torch.Tensor, labels: torch.Tensor,
-              meta: dict) -> bool:
+    def offer(self, trial: optuna.Trial, value: float, model, logits: Callable[[], torch.Tensor],
+              labels: torch.Tensor, meta: dict) -> bool:
         """At the end of a trial that completes (it still runs): store its model if it is among the best
-        ``keep``, then delete the files of trials it pushed out. -> whether it was stored."""
+        ``keep``, then delete the files of trials it pushed out. ``logits`` computes its held-out logits,
+        only for a model that is stored. -> whether it was stored."""
         study = trial.study
         maximize = study.direction == StudyDirection.MAXIMIZE
         kept = stored_trials(study)
         better = [t for t in kept if (t.value > value if maximize else t.value < value)]
         if self.keep <= 0 or len(better) >= self.keep:
             return False
-        data = artifact_bytes(model, logits, labels, {**meta, "trial": trial.number, "study": study.study_name})
+        data = artifact_bytes(model, logits(), labels, {**meta, "trial": trial.number, "study": study.study_name})
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"trial-{trial.number}.safetensors"
             path.write_bytes(data)

@@ -108,7 +108,9 @@ class Objective:
         for key, v in final.items():
             trial.set_user_attr(key, v)
         if self.keeper is not None:  # after the training loop: it never slows a trial's images/s
-            logits = held_out_logits(model, self.data.held_out_x)
+            def logits():
+                return held_out_logits(model, self.data.held_out_x)
+
             try:
                 self.keeper.offer(trial, value, model, logits, self.data.held_out_y,
                                   {"train": train_config.to_dict(), "params": dict(trial.params)})

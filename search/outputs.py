@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 # The one atomic-write implementation lives with the model's saver (model/ never imports search/);
@@ -94,7 +95,10 @@ def is_model_folder(folder: Path) -> bool:
     return ok and len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < (100 << 20)
 
 
-def check_output_folder(path: Path, *, overwrite: bool) -> None:
+def check_output_folder(path: Path, *, overwrite: bool,
+                        replaceable: Callable[[Path], None] | None = None) -> None:
+    """-o: a new or empty folder, or with ``overwrite`` one the command wrote: ``replaceable`` raises
+    UsageError for an existing folder it must not replace (default: anything but a saved model folder)."""
     path = Path(path)
     if len(path.name.encode()) > MAX_NAME_BYTES:
         raise UsageError(f"{path.name[:40]}...: the folder name is longer than {MAX_NAME_BYTES} bytes (its temp name "
@@ -106,20 +110,24 @@ def check_output_folder(path: Path, *, overwrite: bool) -> None:
     if path.is_dir() and (path.resolve() == Path.cwd().resolve() or path.resolve() in Path.cwd().resolve().parents):
         raise UsageError(f"-o {path} is the current folder or holds it; the model folder is replaced whole, so "
                          "choose a new folder such as runs/NAME")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise UsageError(f"{path}/ already holds files; choose another -o folder or pass --overwrite")
-    if path.is_dir() and overwrite:
-        names = {p.name for p in path.iterdir()}
-        others = sorted(names - MODEL_FILES)
-        if others or (names and not is_model_folder(path)):
-            shown = ", ".join(others[:3]) or "no model.safetensors and config.json"
-            raise UsageError(f"{path}/ is not a saved model folder ({shown}); --overwrite replaces only a model "
-                             "folder written by train or retrain: choose another -o folder")
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise UsageError(f"{path}/ already holds files; choose another -o folder or pass --overwrite")
+        (replaceable or replaceable_model_folder)(path)
     base = path.parent
     while not base.exists():  # the nearest folder that exists must let us create the rest
         base = base.parent
     if not base.is_dir() or not can_create_in(base):
         raise UsageError(f"{base} is not a writable folder; choose another -o folder")
+
+
+def replaceable_model_folder(path: Path) -> None:
+    names = {p.name for p in path.iterdir()}
+    others = sorted(names - MODEL_FILES)
+    if others or not is_model_folder(path):
+        shown = ", ".join(others[:3]) or "no model.safetensors and config.json"
+        raise UsageError(f"{path}/ is not a saved model folder ({shown}); --overwrite replaces only a model "
+                         "folder written by train or retrain: choose another -o folder")
 
 
 def can_create_in(folder: Path) -> bool:

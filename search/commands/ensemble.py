@@ -64,15 +64,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_output(out: Path, overwrite: bool) -> None:
-    """-o: a new folder, or with --overwrite an ensemble folder this command wrote."""
-    if overwrite and out.is_dir() and not out.is_symlink() and any(out.iterdir()):
-        if not is_ensemble_folder(out):
-            raise UsageError(f"{out}/ is not an ensemble folder (no {ENSEMBLE}); --overwrite replaces only a folder "
-                             "this command wrote: choose another -o folder")
-        check_output_folder(out.parent / f"{out.name}.new", overwrite=False)  # the rest of the checks, by name
-        return
-    check_output_folder(out, overwrite=False)
+def replaceable_ensemble_folder(out: Path) -> None:
+    """--overwrite replaces only an ensemble folder this command wrote."""
+    if not is_ensemble_folder(out):
+        raise UsageError(f"{out}/ is not an ensemble folder (no {ENSEMBLE}); --overwrite replaces only a folder "
+                         "this command wrote: choose another -o folder")
 
 
 def pool(study, exclude: set[int]):
@@ -136,7 +132,7 @@ def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     storage_url = storage_url_of(args)
     out = args.out or Path("runs") / f"{args.study_name}-ensemble{'' if args.retrain else '-search'}"
-    check_output(out, args.overwrite)
+    check_output_folder(out, overwrite=args.overwrite, replaceable=replaceable_ensemble_folder)
     study = load_existing_study(args.study_name, storage_url)
     kept = pool(study, set(args.exclude))
     if args.artifacts is not None and not args.artifacts.is_dir():

@@ -99,9 +99,17 @@ def test_the_pool_rule_lets_trials_past_the_peek_finish_until_k_have_completed(t
 
 # ---------------------------------------------------------------------------------------------- artifacts
 
-def test_the_best_n_complete_trials_keep_their_models_as_optuna_artifacts(tmp_path, capsys):
+def test_the_best_n_complete_trials_keep_their_models_as_optuna_artifacts(tmp_path, capsys, monkeypatch):
+    from search import objective as objective_module
+
+    forward_passes = []
+    real_logits = objective_module.held_out_logits
+    monkeypatch.setattr(objective_module, "held_out_logits",
+                        lambda *a, **k: forward_passes.append(1) or real_logits(*a, **k))
     assert search(tmp_path, "--trials", "5", "--keep-models", "2") == 0
     study = study_of(tmp_path)
+    # Only a model that is stored pays the held-out forward pass for its file.
+    assert len(forward_passes) == sum(bool(artifacts.artifact_id(t)) for t in study.trials) < 5
     folder = tmp_path / "t.artifacts"
     kept = artifacts.stored_trials(study)
     best_two = sorted(study.trials, key=lambda t: t.value)[:2]
@@ -347,3 +355,20 @@ def test_exclude_names_trials_of_the_study_and_artifacts_a_folder(tmp_path, caps
     assert "--exclude 99: no such trial" in capsys.readouterr().err
     assert build(tmp_path, "--no-retrain", "-o", str(tmp_path / "e"), "--exclude", "0", "1") == 2
     assert "kept the models of 1 complete trial(s), 2 excluded" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_only_an_ensemble_folder(tmp_path, capsys):
+    assert search(tmp_path, "--trials", "3") == 0
+    out = tmp_path / "e"
+    assert build(tmp_path, "--no-retrain", "-o", str(out)) == 0
+    first = json.loads((out / "ensemble.json").read_text())
+    assert build(tmp_path, "--no-retrain", "-o", str(out), "--max-size", "1") == 2
+    assert "already holds files; choose another -o folder or pass --overwrite" in capsys.readouterr().err
+    assert build(tmp_path, "--no-retrain", "-o", str(out), "--max-size", "1", "--overwrite") == 0
+    assert json.loads((out / "ensemble.json").read_text()) != first and len(first["members"]) > 1
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "mine.txt").write_text("keep me")
+    assert build(tmp_path, "--no-retrain", "-o", str(notes), "--overwrite") == 2
+    assert "notes/ is not an ensemble folder (no ensemble.json)" in capsys.readouterr().err
+    assert files(notes) == ["mine.txt"]
