@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 from search.data import DATASETS, EVAL_ON, SEED_MAX, DataOptions
 from search.errors import EXIT_INTERRUPTED, EXIT_STORAGE, SearchError, UsageError
-from search.interrupts import INTERRUPTED, sigterm_as_interrupt
+from search.interrupts import INTERRUPTED, forget_raised, raise_interrupt
 from search.storage import redact
 
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
@@ -96,13 +96,14 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
     SIGTERM anywhere (data loading, study creation, the summary) into exit 130."""
     previous = None
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, sigterm_as_interrupt)
+        previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         return main(argv)
     except SearchError as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)  # a driver's message may quote the URL
         return exc.exit_code
     except KeyboardInterrupt:
+        forget_raised()
         print(INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as exc:

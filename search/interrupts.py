@@ -1,7 +1,8 @@
 """Ctrl-C and SIGTERM: one meaning everywhere (a KeyboardInterrupt, exit 130), and moments they must wait.
 
-- ``sigterm_as_interrupt``: SIGTERM does what Ctrl-C does, so ``finally`` blocks and temp folders are
-  cleaned up instead of the process dying with 143 (installed by ``search.cli.run_main``).
+- ``raise_interrupt``: SIGTERM does what Ctrl-C does, so ``finally`` blocks and temp folders are
+  cleaned up instead of the process dying with 143 (installed by ``search.cli.run_main``); and each
+  signal is remembered, so ``raise_if_lost`` (each training step) raises one that a library dropped.
 - ``interrupt_once``: inside the trial loop, one KeyboardInterrupt and then nothing, so a second Ctrl-C
   cannot cut short Optuna's marking of the interrupted trial as FAIL.
 - ``deferred_signals``: a block that must finish whole (creating a study: its schema, attributes and
@@ -31,8 +32,26 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 INTERRUPTED = "interrupted (Ctrl-C or SIGTERM); run the same command again to resume"
 
 
-def sigterm_as_interrupt(signum, frame):
+_raised: list[int] = []  # the signals these handlers turned into a KeyboardInterrupt (raise_if_lost)
+
+
+def raise_interrupt(signum, frame):
+    _raised.append(signum)
     raise KeyboardInterrupt
+
+
+def raise_if_lost() -> None:
+    """A checkpoint in long work (each training step): raise the KeyboardInterrupt a handler here raised if it
+    never reached the command. Raised inside a garbage collector's callback (SQLAlchemy's weakref callbacks)
+    it is printed as "Exception ignored" and dropped, and the search ran on to exit 0."""
+    if _raised:
+        _raised.clear()
+        raise KeyboardInterrupt
+
+
+def forget_raised() -> None:
+    """The interrupt has reached the command (an in-process caller may run another)."""
+    _raised.clear()
 
 
 def ignore(signum, frame):
@@ -44,7 +63,7 @@ def ignore(signum, frame):
 def interrupt_once(signum, frame):
     for sig in SIGNALS:
         signal.signal(sig, ignore)
-    raise KeyboardInterrupt
+    raise_interrupt(signum, frame)
 
 
 @contextmanager
@@ -84,8 +103,8 @@ def process(load: Callable[[], Callable[[], int]]) -> None:
         try:
             command = load()
         finally:  # the handlers first, then the check: a signal between the two still interrupts
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.signal(signal.SIGTERM, sigterm_as_interrupt)
+            for sig in SIGNALS:
+                signal.signal(sig, raise_interrupt)
         if received:
             raise KeyboardInterrupt
         code = command()

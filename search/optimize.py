@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from search import space as search_space
 from search.errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
-from search.interrupts import interrupt_once
+from search.interrupts import forget_raised, interrupt_once
 from search.metrics import METRIC_NAMES
 from search.objective import CATCH, Objective
 from search.pruning import MIN_COMPLETE, make_pruner
@@ -121,6 +121,7 @@ def run_here(args, device, data, study: optuna.Study, done: int, clock: Callable
         run_trials(study, objective, budget=args.n_trials, timeout=args.timeout, on_trial=on_trial, log=bar.write,
                    clock=clock)
     except KeyboardInterrupt:
+        forget_raised()
         return EXIT_INTERRUPTED
     finally:
         for sig, handler in previous.items():
@@ -136,6 +137,7 @@ def rescore_here(args, device, data, study: optuna.Study) -> int:
     try:
         rescore(study, objective.repeat_value, args.repeats, args.seed, log=lambda line: print(line, flush=True))
     except KeyboardInterrupt:
+        forget_raised()
         return EXIT_INTERRUPTED
     finally:
         for sig, handler in previous.items():

@@ -18,6 +18,7 @@ from torch import nn
 from search.data import normalize
 from search.devices import synchronize
 from search.errors import DivergedError
+from search.interrupts import raise_if_lost
 from search.metrics import Scores, score
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -132,6 +133,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, eval_x: 
         checked = 0
         peek_seconds = 0.0  # scoring inside the epoch: wall time, but not training throughput
         for step in range(steps):
+            raise_if_lost()
             idx = order[step * config.batch_size:(step + 1) * config.batch_size]
             loss = criterion(model(normalize(train_x[idx])), train_y[idx])
             optimizer.zero_grad(set_to_none=True)

@@ -21,7 +21,7 @@ from wsgiref.simple_server import WSGIServer, make_server
 from search.artifacts import AtomicArtifactStore, find_dir
 from search.cli import command, int_between, run_main
 from search.errors import EXIT_INTERRUPTED, UsageError
-from search.interrupts import SIGNALS, sigterm_as_interrupt
+from search.interrupts import SIGNALS, raise_interrupt
 from search.storage import check_storage_url, check_study_name, default_storage, open_storage, redact
 from search.studies import DEFAULT_STUDY_NAME, load_existing_study, study_names
 
@@ -77,7 +77,7 @@ def serve(app, host: str, port: int, banner: str) -> int:
 
     def stop(signum, frame):
         for sig in SIGNALS:  # a second signal stops at once
-            signal.signal(sig, sigterm_as_interrupt)
+            signal.signal(sig, raise_interrupt)
         threading.Thread(target=httpd.shutdown, daemon=True).start()  # shutdown() waits for the loop
 
     previous = {sig: signal.signal(sig, stop) for sig in SIGNALS}
