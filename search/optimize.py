@@ -22,6 +22,7 @@ from search.objective import CATCH, Objective
 from search.pruning import MIN_COMPLETE, make_pruner
 from search.recovery import counts_toward_total, fail_stale
 from search.rescore import rescore
+from search.storage import quiet_heartbeat_failures
 from search.summary import trial_line
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
@@ -81,6 +82,7 @@ def run_trials(study: optuna.Study, objective, *, budget: int, timeout: float | 
     across reruns, workers and machines) or ``timeout`` seconds have passed on ``clock``."""
     start = clock()
     running = []
+    quiet_heartbeat_failures(log)
 
     def tracked(trial: optuna.Trial):
         running[:] = [trial.number]

@@ -19,9 +19,11 @@ import os
 import random
 import re
 import sqlite3
+import threading
 import time
 import traceback
 import urllib.parse
+from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -433,6 +435,26 @@ def storage_error(exc: BaseException, url: str) -> StorageError:
     cause = root_cause(exc)
     return StorageError(f"storage {redact(url)} failed: {one_line(cause)}; completed trials are kept, fix the cause "
                         "and run the same command to resume")
+
+
+def quiet_heartbeat_failures(log: Callable[[str], None]) -> None:
+    """A heartbeat that cannot be written (the database restarting) is one warning line, not a thread's
+    traceback: Optuna's heartbeat thread ends on the error; the trial runs on, and if a peer meanwhile
+    failed it as stale, the run says so when the trial ends (search.optimize)."""
+    previous = threading.excepthook
+    if getattr(previous, "quiets_heartbeats", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.thread is not None and "_record_heartbeat" in args.thread.name and args.exc_value is not None \
+                and is_storage_failure(args.exc_value):
+            log(f"warning: the running trial's heartbeat could not be written "
+                f"({one_line(root_cause(args.exc_value))}); the trial goes on")
+            return
+        previous(args)
+
+    hook.quiets_heartbeats = True
+    threading.excepthook = hook
 
 
 def is_storage_failure(exc: BaseException) -> bool:

@@ -174,3 +174,30 @@ def test_interrupt_rounds_at_every_moment_end_with_the_trials_asked_for(tmp_path
     for t in complete:
         if t.user_attrs.get("retry_of") is not None:
             assert t.user_attrs["train_seed"] == done[t.user_attrs["retry_of"]].user_attrs["train_seed"]
+
+
+def test_a_heartbeat_the_database_refused_is_one_warning_line_not_a_traceback(monkeypatch):
+    """Seen in CI while PostgreSQL restarted: Optuna's heartbeat thread died with a traceback on stderr."""
+    import threading
+
+    from search.storage import quiet_heartbeat_failures
+
+    seen = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(("previous", type(args.exc_value))))
+    lines = []
+    quiet_heartbeat_failures(lines.append)
+    quiet_heartbeat_failures(lines.append)  # installed once, however many searches a process runs
+
+    def _record_heartbeat():  # the name of Optuna's heartbeat thread's target
+        raise optuna.exceptions.StorageInternalError("server closed the connection unexpectedly")
+
+    def other_work():
+        raise ValueError("not a heartbeat")
+
+    for target in (_record_heartbeat, other_work):
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join()
+    assert lines == ["warning: the running trial's heartbeat could not be written (server closed the connection "
+                     "unexpectedly); the trial goes on"]
+    assert seen == [("previous", ValueError)]
