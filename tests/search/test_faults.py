@@ -17,6 +17,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -31,8 +32,13 @@ FAST = ["--dataset", "synthetic", "--train-subset", "100", "--val-size", "100", 
 ENV = {**os.environ, "PYTHONPATH": os.getcwd()}
 
 
+SCRATCH = tempfile.mkdtemp(prefix="faults-")  # the working folder: a database server's study keeps its models
+# in ./studies/<study>.artifacts, which must not land in the checkout
+
+
 def cli(storage: str, *args: str, slow: float | None = None, **popen) -> subprocess.Popen:
     module, env = ("search.run", ENV) if slow is None else ("tests.slow_run", {**ENV, "SLOW_EPOCH_S": str(slow)})
+    popen.setdefault("cwd", SCRATCH)
     return subprocess.Popen([sys.executable, "-m", module, "--study-name", "f", "--storage", storage, *FAST,
                              *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **popen)
 
