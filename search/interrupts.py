@@ -43,7 +43,7 @@ def raise_interrupt(signum, frame):
 def raise_if_lost() -> None:
     """A checkpoint in long work (each training step): raise the KeyboardInterrupt a handler here raised if it
     never reached the command. Raised inside a garbage collector's callback (SQLAlchemy's weakref callbacks)
-    it is printed as "Exception ignored" and dropped, and the search ran on to exit 0."""
+    it is printed as "Exception ignored" and dropped, and the search would run on to exit 0."""
     if _raised:
         _raised.clear()
         raise KeyboardInterrupt
@@ -89,7 +89,7 @@ def process(load: Callable[[], Callable[[], int]]) -> None:
     and returns it; the command runs and returns an exit code.
 
     Ctrl-C or SIGTERM during ``load`` is remembered and acted on once the imports are done: an exception
-    raised inside an import can be lost (an import that catches it and goes on, so the command ran to the
+    raised inside an import can be lost (an import that catches it and goes on, so the command runs to the
     end) or fatal (a C++ module's init aborts on it with SIGABRT). From then on SIGTERM means Ctrl-C, so a
     signal is the one ``interrupted`` line and exit 130, not a traceback or a death by signal (143).
     Once the command has its code its work is done: a signal while the interpreter shuts down (joining
