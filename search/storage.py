@@ -437,10 +437,15 @@ def storage_error(exc: BaseException, url: str) -> StorageError:
                         "and run the same command to resume")
 
 
+_heartbeat_log: list[Callable[[str], None]] = []  # where the hook writes: the latest search's log
+
+
 def quiet_heartbeat_failures(log: Callable[[str], None]) -> None:
-    """A heartbeat that cannot be written (the database restarting) is one warning line, not a thread's
-    traceback: Optuna's heartbeat thread ends on the error; the trial runs on, and if a peer meanwhile
-    failed it as stale, the run says so when the trial ends (search.optimize)."""
+    """A heartbeat that cannot be written (the database restarting) is one warning line on ``log``, not a
+    thread's traceback: Optuna's heartbeat thread ends on the error; the trial runs on, and if a peer meanwhile
+    failed it as stale, the run says so when the trial ends (search.optimize). Installed once; each call
+    points it at the caller's log (a second search in the same process has its own)."""
+    _heartbeat_log[:] = [log]
     previous = threading.excepthook
     if getattr(previous, "quiets_heartbeats", False):
         return
@@ -448,8 +453,8 @@ def quiet_heartbeat_failures(log: Callable[[str], None]) -> None:
     def hook(args: threading.ExceptHookArgs) -> None:
         if args.thread is not None and "_record_heartbeat" in args.thread.name and args.exc_value is not None \
                 and is_storage_failure(args.exc_value):
-            log(f"warning: the running trial's heartbeat could not be written "
-                f"({one_line(root_cause(args.exc_value))}); the trial goes on")
+            _heartbeat_log[0](f"warning: the running trial's heartbeat could not be written "
+                              f"({one_line(root_cause(args.exc_value))}); the trial goes on")
             return
         previous(args)
 
