@@ -73,7 +73,7 @@ def describe(study, storage_url: str, max_size: int = MAX_SIZE) -> dict | None:
     """The ensemble the study's kept models would give, for the dashboard note and the report: {"rows":
     [(trial, weight, held-out loss, accuracy)], "line": summary_line}, {"error": why it cannot be shown},
     or None while fewer than two models are kept. Reads only the stored files (their own held-out labels)."""
-    from search.artifacts import find_dir, labels_digest, read_model, stored_trials
+    from search.artifacts import find_dir, labels_digest, open_store, read_model, stored_trials
     from search.errors import SearchError
 
     kept = stored_trials(study)
@@ -83,7 +83,8 @@ def describe(study, storage_url: str, max_size: int = MAX_SIZE) -> dict | None:
     if folder is None:
         return {"error": "the study's model folder is not found (moved or deleted?)"}
     try:
-        stored = [read_model(folder, t, None) for t in kept]
+        store = open_store(folder)
+        stored = [read_model(folder, t, None, store) for t in kept]
     except SearchError as exc:
         return {"error": str(exc)}
     labels = stored[0].labels

@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import optuna
 import torch
@@ -217,9 +216,9 @@ class Objective:
 
 
 def keeper_of(args) -> ModelKeeper | None:
-    """The model keeper search.run's --artifacts and --keep-models ask for (the folder resolved by the run)."""
-    folder, keep = getattr(args, "artifact_dir", None), getattr(args, "keep_models", 0)
-    return ModelKeeper(Path(folder), keep) if folder and keep > 0 else None
+    """The model keeper search.run's --artifacts and --keep-models ask for (the place resolved by the run)."""
+    place, keep = getattr(args, "artifact_dir", None), getattr(args, "keep_models", 0)
+    return ModelKeeper(place, keep) if place and keep > 0 else None
 
 
 def annotate(trial: optuna.Trial, attrs: dict, diagnosis: str | None = None, *, status: str = "") -> None:

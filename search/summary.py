@@ -9,7 +9,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.answer import baseline_trial, best_by_mean, best_trial, ranked
-from search.artifacts import find_dir, stored_trials
+from search.artifacts import find_dir, is_bucket, stored_trials
 from search.cli import command
 from search.storage import default_storage, journal_path, redact
 
@@ -131,7 +131,9 @@ def summary(study: optuna.Study, storage: str, metric_name: str) -> str:
                          "search.run with --repeats again to re-score it")
     folder = find_dir(study, storage)
     kept = stored_trials(study) if folder is not None else []
-    if kept:
+    if kept and is_bucket(folder):
+        lines.append(f"models kept: {len(kept)} of the complete trials, in {folder}/")
+    elif kept:
         size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
         shown = folder.relative_to(Path.cwd()) if folder.is_relative_to(Path.cwd()) else folder
         lines.append(f"models kept: {len(kept)} of the complete trials, in {shown}/ ({size / 1e6:.1f} MB)")

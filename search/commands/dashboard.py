@@ -18,7 +18,7 @@ import sys
 import threading
 from wsgiref.simple_server import WSGIServer, make_server
 
-from search.artifacts import AtomicArtifactStore, find_dir
+from search.artifacts import find_dir, open_store
 from search.cli import command, int_between, run_main
 from search.errors import EXIT_INTERRUPTED, UsageError
 from search.interrupts import SIGNALS, raise_interrupt
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
         what, page = f"{len(names)} stud{'y' if len(names) == 1 else 'ies'}", "/dashboard"
     check_can_listen(args.host, args.port)  # a bad host or a busy port: one line, before the app is built
     # The storage opened here, not its URL: optuna-dashboard cannot guess a storage from journal:PATH.
-    store = AtomicArtifactStore(folder) if folder is not None else None
+    store = open_store(folder) if folder is not None else None
     return serve(wsgi(open_storage(url, heartbeat_interval=None), artifact_store=store), args.host, args.port,
                  banner=f"optuna-dashboard for {redact(url)} ({what}): http://{args.host}:{args.port}{page}")
 

@@ -27,7 +27,7 @@ import torch
 
 from model import NetConfig, SECCANet, save_model
 from model.ensemble import ENSEMBLE, ENSEMBLE_FORMAT, is_ensemble_folder, load_ensemble
-from search.artifacts import StoredModel, find_dir, read_model, stored_trials
+from search.artifacts import StoredModel, check_bucket, find_dir, is_bucket, open_store, read_model, stored_trials
 from search.cli import add_compile_arg, add_data_dir_arg, add_device_arg, command, int_between, run_main, seed_int
 from search.data import DataOptions, load_splits
 from search.devices import resolve_device
@@ -55,9 +55,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="leave these trials' models out (a damaged or deleted model file)")
     parser.add_argument("--seed", type=seed_int, default=None,
                         help="seed of each member's retrain (default: the study's, as retrain)")
-    parser.add_argument("--artifacts", type=Path, default=None, metavar="DIR",
-                        help="where the study's models are, if their folder moved (default: the folder the study "
-                             "recorded)")
+    parser.add_argument("--artifacts", default=None, metavar="DIR",
+                        help="where the study's models are, if their folder moved: a folder or s3://BUCKET[/PREFIX] "
+                             "(default: the place the study recorded)")
     add_device_arg(parser)
     add_data_dir_arg(parser)
     add_compile_arg(parser)
@@ -135,7 +135,9 @@ def main(argv=None) -> int:
     check_output_folder(out, overwrite=args.overwrite, replaceable=replaceable_ensemble_folder)
     study = load_existing_study(args.study_name, storage_url)
     kept = pool(study, set(args.exclude))
-    if args.artifacts is not None and not args.artifacts.is_dir():
+    if args.artifacts is not None and is_bucket(args.artifacts):
+        check_bucket(args.artifacts)
+    elif args.artifacts is not None and not Path(args.artifacts).is_dir():
         raise UsageError(f"--artifacts {args.artifacts} is not a folder; give the folder the study's models are in")
     folder = args.artifacts or find_dir(study, storage_url)
     if folder is None:
@@ -147,7 +149,8 @@ def main(argv=None) -> int:
     data = load_splits(options)
     start = time.perf_counter()
     # Every file read and checked (a missing, altered or foreign one refused by trial) before any work.
-    stored = [read_model(Path(folder), t, data.held_out_y) for t in kept]
+    store = open_store(folder)
+    stored = [read_model(folder, t, data.held_out_y, store) for t in kept]
     choice = select([s.logits for s in stored], data.held_out_y, args.max_size)
     members = [(stored[i], w) for i, w in choice.members]
     print(f"{'trial':>6}  {'weight':>6}  {'held-out loss':>13}  {'accuracy':>8}  params")

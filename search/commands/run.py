@@ -14,7 +14,6 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
@@ -126,9 +125,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="store the models of the best N complete trials (weights and held-out predictions, "
                            "0.8-3.7 MB each) as Optuna artifacts, deleting those pushed out; 0: store none "
                            f"(default: {KEEP_MODELS})")
-    kept.add_argument("--artifacts", type=Path, default=None, metavar="DIR",
-                      help="the folder of the study's artifact store; a folder every machine sees for workers on "
-                           "many machines (default: beside a file study, studies/NAME.artifacts/; else "
+    kept.add_argument("--artifacts", default=None, metavar="DIR",
+                      help="the folder of the study's artifact store; for workers on many machines a folder they "
+                           "all see, or s3://BUCKET[/PREFIX] (boto3's credentials; pip install -e '.[s3]') "
+                           "(default: beside a file study, studies/NAME.artifacts/; else "
                            "studies/<study-name>.artifacts/)")
 
     machines = parser.add_argument_group("watching, and many machines")
@@ -172,7 +172,7 @@ def main(argv=None, *, clock: Callable[[], float] = time.monotonic) -> int:
         print(f"failed and re-enqueued trial(s) {', '.join(map(str, reaped))}: their worker process is gone")
     if interrupted:
         print(f"re-enqueued interrupted trial(s) {', '.join(map(str, interrupted))}: they run first, same params")
-    args.artifact_dir = str(resolve_dir(study, storage_url, args.artifacts)) if args.keep_models else None
+    args.artifact_dir = resolve_dir(study, storage_url, args.artifacts) if args.keep_models else None
     if args.create_only:
         print(f"study {args.study_name} is ready in {redact(storage_url)}; start workers with the same command "
               "without --create-only")

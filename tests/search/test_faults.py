@@ -36,6 +36,12 @@ SCRATCH = tempfile.mkdtemp(prefix="faults-")  # the working folder: a database s
 # in ./studies/<study>.artifacts, which must not land in the checkout
 
 
+@pytest.fixture(scope="module", autouse=True)
+def scratch_removed_after_the_module():
+    yield
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+
+
 def cli(storage: str, *args: str, slow: float | None = None, **popen) -> subprocess.Popen:
     module, env = ("search.run", ENV) if slow is None else ("tests.slow_run", {**ENV, "SLOW_EPOCH_S": str(slow)})
     popen.setdefault("cwd", SCRATCH)
